@@ -1,0 +1,10 @@
+//! The declarative, kickstart-like `blueprint.toml` form.
+use std::{path::PathBuf, sync::Arc};
+
+use crate::{diag::SourceFile, load::Vars, model::Blueprint, BlueprintError};
+
+/// Parse a `blueprint.toml`. `vars` are `--var` overrides of `[variables]` defaults.
+pub fn parse(file: Arc<SourceFile>, dir: PathBuf, vars: &Vars) -> Result<Blueprint, BlueprintError> {
+    let _ = (dir, vars);
+    Err(BlueprintError::new(file, vec![crate::Diag::new(0..0, "the TOML form is not implemented yet")]))
+}
