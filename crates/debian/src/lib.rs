@@ -1,0 +1,1 @@
+//! Debian repository client: apt sources, signed indices, dependency resolution, verified downloads.

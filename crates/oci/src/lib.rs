@@ -1,0 +1,1 @@
+//! OCI image writers: reproducible tar layers, config, manifest, index, image layout.
