@@ -1,0 +1,80 @@
+//! The command-line interface of `kiln`, defined with clap's derive API. Shell completions and the man page
+//! are generated from these definitions (`kiln completions SHELL`, `kiln man`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// kiln: build versioned, signed OS images from blueprints, certify them against service contracts, and
+/// publish them to a catalog.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Print machine-readable JSON on stdout (errors too).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output on stderr (-v debug, -vv trace). KILN_LOG overrides, e.g. KILN_LOG=kiln_builder=trace.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the normalized build plan of a blueprint: ordered steps with the digest of their inputs.
+    ///
+    /// Works offline: the mirror and catalog references are shown as written and resolved by `build`.
+    Plan(PlanArgs),
+    /// Print a shell completion script for kiln.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell
+        shell: clap_complete::Shell,
+    },
+    /// Print kiln's man page (roff) on stdout, or write one page per command into a folder.
+    Man {
+        /// Write `kiln.1` and `kiln-COMMAND.1` into this folder instead of printing `kiln.1`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// A blueprint and the values of its variables.
+#[derive(Debug, Args)]
+pub struct BlueprintArgs {
+    /// A `blueprint.toml` or `Kilnfile`, or a folder holding one of them.
+    #[arg(value_name = "BLUEPRINT")]
+    pub blueprint: PathBuf,
+    /// Set a blueprint variable: `--var NAME=VALUE` (repeatable); overrides its default.
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub blueprint: BlueprintArgs,
+}
+
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("`{s}`: expected NAME=VALUE"))?;
+    if k.is_empty() {
+        return Err(format!("`{s}`: the variable name is empty"));
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+impl BlueprintArgs {
+    pub fn vars(&self) -> kiln_builder::Vars {
+        self.vars.iter().cloned().collect()
+    }
+}

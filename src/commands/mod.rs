@@ -1,0 +1,24 @@
+//! One module per subcommand; each takes its parsed arguments and returns data or an error.
+
+mod docs;
+mod plan;
+
+use crate::cli::{Cli, Command};
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let json = cli.global.json;
+    match cli.command {
+        Command::Plan(args) => plan::run(&args, json),
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man { out } => docs::man(out.as_deref()),
+    }
+}
+
+/// Write a value as pretty JSON with a trailing newline on stdout.
+pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}

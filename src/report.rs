@@ -1,0 +1,85 @@
+//! Error reporting: the exit code an error maps to, and how it is printed (human on stderr, JSON on stdout).
+
+use kiln_builder::{plan::PlanError, BlueprintError, LoadError};
+
+/// kiln's exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitStatus {
+    Ok = 0,
+    /// The work failed (a build, a check, a network or disk problem).
+    Failure = 1,
+    /// Bad input or usage: an invalid blueprint, a bad argument.
+    Usage = 2,
+}
+
+/// An error in how kiln was called, found after argument parsing.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+fn blueprint_error(err: &anyhow::Error) -> Option<&BlueprintError> {
+    err.chain().find_map(|e| {
+        e.downcast_ref::<BlueprintError>()
+            .or_else(|| match e.downcast_ref::<LoadError>() {
+                Some(LoadError::Blueprint(b)) => Some(b),
+                _ => None,
+            })
+            .or_else(|| match e.downcast_ref::<PlanError>() {
+                Some(PlanError::Blueprint(b)) => Some(b),
+                Some(PlanError::Load(LoadError::Blueprint(b))) => Some(b),
+                _ => None,
+            })
+    })
+}
+
+fn is_usage(err: &anyhow::Error) -> bool {
+    blueprint_error(err).is_some()
+        || err.chain().any(|e| {
+            e.is::<UsageError>()
+                || matches!(
+                    e.downcast_ref::<LoadError>(),
+                    Some(
+                        LoadError::NoBlueprint { .. }
+                            | LoadError::Ambiguous { .. }
+                            | LoadError::UnknownForm { .. }
+                            | LoadError::UnknownVar { .. }
+                    )
+                )
+                || e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+        })
+}
+
+/// Print an error and return the exit status it maps to.
+pub fn report(err: &anyhow::Error, json: bool) -> ExitStatus {
+    let status = if is_usage(err) { ExitStatus::Usage } else { ExitStatus::Failure };
+    let problems = blueprint_error(err).map(BlueprintError::located).unwrap_or_default();
+    if json {
+        let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
+        let body = serde_json::json!({
+            "error": {
+                "message": err.to_string(),
+                "chain": chain,
+                "exit_code": status as u8,
+                "problems": problems,
+            }
+        });
+        println!("{body}");
+    }
+    // Human rendering on stderr, with or without --json.
+    eprintln!("error: {err}");
+    for cause in err.chain().skip(1) {
+        if cause.downcast_ref::<BlueprintError>().is_some() {
+            break;
+        }
+        eprintln!("  caused by: {cause}");
+    }
+    if let Some(b) = blueprint_error(err) {
+        let n = b.diags.len();
+        for r in b.reports() {
+            eprintln!("{r:?}");
+        }
+        eprintln!("{} problem{} found; nothing was written", n, if n == 1 { "" } else { "s" });
+    }
+    status
+}
