@@ -10,6 +10,7 @@
 pub mod diag;
 pub mod kilnfile;
 pub mod load;
+pub mod manifest;
 pub mod model;
 pub mod plan;
 pub mod toml_form;

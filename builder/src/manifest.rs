@@ -1,0 +1,185 @@
+//! The build output's `manifest.json`: what a build produced, schema `kiln.manifest/v1`
+//! (`builder/schemas/manifest.v1.schema.json`).
+//!
+//! It names the image (name, version), the blueprint's digest, the parent image for derived builds, and
+//! every artifact as `{kind, path, sha256, size}` with `path` relative to the output folder. Later stages
+//! (test, sign) add their artifacts to it; signing covers it, so it is the root of trust of an image.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the manifest schema.
+pub const MANIFEST_SCHEMA: &str = "kiln.manifest/v1";
+/// The file name inside a build output folder.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub schema: String,
+    pub name: String,
+    pub version: String,
+    /// `sha256:…` of the blueprint file.
+    pub blueprint_digest: String,
+    /// `sha256:…` of the build plan.
+    pub plan_digest: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Parent>,
+    pub artifacts: Vec<Artifact>,
+}
+
+/// The image a derived build started FROM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Parent {
+    /// The reference as the blueprint wrote it, e.g. `catalog:debian-minimal@stable`.
+    pub reference: String,
+    pub name: String,
+    pub version: String,
+    /// Digest of the parent's OCI manifest.
+    pub digest: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Artifact {
+    pub kind: ArtifactKind,
+    /// Relative to the output folder, `/`-separated.
+    pub path: String,
+    /// `sha256:…` of the file (for an OCI layout folder: of its `index.json`).
+    pub sha256: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArtifactKind {
+    Raw,
+    Qcow2,
+    Oci,
+    Sbom,
+    Provenance,
+    Report,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read or write the manifest")]
+    Io(#[from] std::io::Error),
+    #[error("{path}: not a kiln manifest: {source}")]
+    Parse { path: String, source: serde_json::Error },
+    #[error("{path}: schema `{found}` is not supported (this kiln reads `{MANIFEST_SCHEMA}`)")]
+    Schema { path: String, found: String },
+    #[error("artifact path `{0}` must be relative to the output folder and stay inside it")]
+    BadPath(String),
+}
+
+impl Manifest {
+    pub fn new(name: &str, version: &str, blueprint_digest: &str, plan_digest: &str) -> Self {
+        Self {
+            schema: MANIFEST_SCHEMA.to_owned(),
+            name: name.to_owned(),
+            version: version.to_owned(),
+            blueprint_digest: blueprint_digest.to_owned(),
+            plan_digest: plan_digest.to_owned(),
+            parent: None,
+            artifacts: Vec::new(),
+        }
+    }
+
+    /// Add or replace the artifact at `path`, keeping the list sorted by kind then path.
+    pub fn put(&mut self, artifact: Artifact) -> Result<(), ManifestError> {
+        let p = Path::new(&artifact.path);
+        if artifact.path.is_empty()
+            || p.is_absolute()
+            || p.components().any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(ManifestError::BadPath(artifact.path));
+        }
+        self.artifacts.retain(|a| a.path != artifact.path);
+        self.artifacts.push(artifact);
+        self.artifacts.sort_by(|a, b| (a.kind, &a.path).cmp(&(b.kind, &b.path)));
+        Ok(())
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+
+    pub fn from_json(path: &str, bytes: &[u8]) -> Result<Self, ManifestError> {
+        #[derive(Deserialize)]
+        struct Probe {
+            schema: Option<String>,
+        }
+        if let Ok(Probe { schema: Some(found) }) = serde_json::from_slice::<Probe>(bytes) {
+            if found != MANIFEST_SCHEMA {
+                return Err(ManifestError::Schema { path: path.to_owned(), found });
+            }
+        }
+        serde_json::from_slice(bytes).map_err(|source| ManifestError::Parse { path: path.to_owned(), source })
+    }
+
+    /// Read `DIR/manifest.json`.
+    pub fn read(dir: &Path) -> Result<Self, ManifestError> {
+        let path = dir.join(MANIFEST_FILE);
+        let bytes = fs_err::read(&path)?;
+        Self::from_json(&path.display().to_string(), &bytes)
+    }
+
+    /// Write `DIR/manifest.json` atomically (temporary file, fsync, rename): a crash leaves the old
+    /// manifest or the new one, never a torn one.
+    pub fn write(&self, dir: &Path) -> Result<(), ManifestError> {
+        use std::io::Write as _;
+        let tmp = dir.join(format!(".{MANIFEST_FILE}.tmp"));
+        let mut f = fs_err::File::create(&tmp)?;
+        f.write_all(&self.to_json())?;
+        f.sync_all()?;
+        fs_err::rename(&tmp, dir.join(MANIFEST_FILE))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        let mut m = Manifest::new("debian-minimal", "1.0.0", "sha256:aa", "sha256:bb");
+        m.put(Artifact { kind: ArtifactKind::Qcow2, path: "disk.qcow2".into(), sha256: "sha256:01".into(), size: 3 })
+            .unwrap();
+        m.put(Artifact { kind: ArtifactKind::Raw, path: "disk.raw".into(), sha256: "sha256:02".into(), size: 9 })
+            .unwrap();
+        m
+    }
+
+    #[test]
+    fn artifacts_stay_sorted_and_unique_by_path() {
+        let mut m = sample();
+        m.put(Artifact { kind: ArtifactKind::Raw, path: "disk.raw".into(), sha256: "sha256:03".into(), size: 1 })
+            .unwrap();
+        let kinds: Vec<_> = m.artifacts.iter().map(|a| (a.kind, a.sha256.as_str())).collect();
+        assert_eq!(kinds, [(ArtifactKind::Raw, "sha256:03"), (ArtifactKind::Qcow2, "sha256:01")]);
+    }
+
+    #[test]
+    fn paths_must_stay_inside_the_output_folder() {
+        let mut m = sample();
+        for bad in ["/etc/passwd", "../x", "a/../../b", ""] {
+            let a = Artifact { kind: ArtifactKind::Raw, path: bad.into(), sha256: "sha256:0".into(), size: 0 };
+            assert!(matches!(m.put(a), Err(ManifestError::BadPath(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn round_trips_and_rejects_other_schemas_and_unknown_fields() {
+        let m = sample();
+        assert_eq!(Manifest::from_json("m", &m.to_json()).unwrap(), m);
+        let other = String::from_utf8(m.to_json()).unwrap().replace("kiln.manifest/v1", "kiln.manifest/v9");
+        assert!(matches!(Manifest::from_json("m", other.as_bytes()), Err(ManifestError::Schema { .. })));
+        let extra = String::from_utf8(m.to_json()).unwrap().replacen('{', "{\"surprise\": 1,", 1);
+        assert!(matches!(Manifest::from_json("m", extra.as_bytes()), Err(ManifestError::Parse { .. })));
+    }
+}
