@@ -1,1 +1,23 @@
 //! Disk image writers: GPT, FAT32 ESP, ext4 root (via mke2fs -d), qcow2.
+//!
+//! Everything here is reproducible: GUIDs, UUIDs and volume ids come from an [`ImageIdentity`], timestamps
+//! from a `SOURCE_DATE_EPOCH`-style input, and nothing is mounted (no loop devices, no privileges needed).
+//! Format writers are functions over `Write + Seek` (or `Read + Write + Seek` where a library needs to read
+//! back what it wrote), each with a text dump for snapshot tests. The only tool run is `mke2fs`.
+
+pub mod boot;
+pub mod error;
+pub mod esp;
+pub mod ext4;
+pub mod gpt;
+pub mod identity;
+pub mod layout;
+pub mod sparse;
+
+pub use error::{DiskError, Result};
+pub use esp::{dump_fat, write_esp, EspFile, EspOptions};
+pub use gpt::{build_gpt, dump_gpt};
+pub use identity::ImageIdentity;
+pub use layout::{
+    auto_root_size, DiskLayout, DiskSpec, ExtraPartition, PartitionRole, PlannedPartition, MIB,
+};
