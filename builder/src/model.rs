@@ -596,6 +596,53 @@ pub mod syntax {
             && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_".contains(&b))
     }
 
+    /// An environment variable (or blueprint variable) name: ASCII letters, digits and `_`, not starting
+    /// with a digit, e.g. `PATH`, `site_name`.
+    pub fn is_env_name(s: &str) -> bool {
+        s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    }
+
+    /// A path relative to the blueprint folder that stays inside it: not absolute, and no `..` that leads
+    /// out of the folder (`a/../b` is fine, `../b` is not).
+    pub fn relative_path(s: &str) -> Result<(), String> {
+        if s.is_empty() {
+            return Err("empty path".to_owned());
+        }
+        if s.starts_with('/') {
+            return Err(format!("`{s}` is absolute; name a file in the blueprint folder by a relative path"));
+        }
+        if s.contains('\0') {
+            return Err(format!("`{}` contains a NUL character", s.escape_debug()));
+        }
+        let mut depth = 0usize;
+        for part in s.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => {
+                    depth = depth
+                        .checked_sub(1)
+                        .ok_or_else(|| format!("`{s}` leads out of the blueprint folder"))?;
+                }
+                _ => depth += 1,
+            }
+        }
+        Ok(())
+    }
+
+    /// An exposed port: `PORT` or `PORT/tcp` or `PORT/udp`, normalized to `PORT/PROTO` (default `tcp`).
+    pub fn port(s: &str) -> Result<String, String> {
+        let (num, proto) = s.split_once('/').unwrap_or((s, "tcp"));
+        if !matches!(proto, "tcp" | "udp") {
+            return Err(format!("invalid port `{s}`: protocol `{proto}` is neither `tcp` nor `udp`"));
+        }
+        let valid = !num.is_empty() && num.bytes().all(|b| b.is_ascii_digit());
+        match num.parse::<u16>() {
+            Ok(n) if valid && n > 0 => Ok(format!("{n}/{proto}")),
+            _ => Err(format!("invalid port `{s}`: expected a number from 1 to 65535, optionally with `/tcp` or `/udp`")),
+        }
+    }
+
     #[cfg(test)]
     mod tests {
         use super::*;
@@ -635,6 +682,24 @@ pub mod syntax {
             assert!(base_ref("catalog:x").is_err());
             assert!(base_ref("catalog:x@1.x.y.z").is_err());
             assert!(base_ref("docker://x").is_err());
+        }
+
+        #[test]
+        fn env_names_paths_and_ports() {
+            assert!(is_env_name("PATH") && is_env_name("_x1") && is_env_name("site_name"));
+            assert!(!is_env_name("") && !is_env_name("1A") && !is_env_name("A-B") && !is_env_name("A=B"));
+            assert_eq!(relative_path("files/motd"), Ok(()));
+            assert_eq!(relative_path("a/../b"), Ok(()));
+            assert!(relative_path("../b").is_err());
+            assert!(relative_path("a/../../b").is_err());
+            assert!(relative_path("/etc/motd").is_err());
+            assert!(relative_path("").is_err());
+            assert_eq!(port("80"), Ok("80/tcp".to_owned()));
+            assert_eq!(port("53/udp"), Ok("53/udp".to_owned()));
+            assert!(port("0").is_err());
+            assert!(port("70000").is_err());
+            assert!(port("+80").is_err());
+            assert!(port("80/sctp").is_err());
         }
 
         #[test]
