@@ -1,0 +1,198 @@
+//! Fetching files from a mirror: `http://` through `ureq` (plain HTTP only, as apt's own transport
+//! for Debian mirrors; integrity comes from the signed Release file) and `file://` from the local
+//! file system.
+
+use std::{
+    fs::File,
+    io::{self, Read},
+    path::PathBuf,
+    time::Duration,
+};
+
+use thiserror::Error;
+
+/// A failed fetch.
+#[derive(Debug, Error)]
+pub enum FetchError {
+    #[error("{url}: not found")]
+    NotFound { url: String },
+    #[error("{url}: HTTP status {status}")]
+    Status { url: String, status: u16 },
+    #[error("{url}: {source}")]
+    Http {
+        url: String,
+        source: Box<ureq::Error>,
+    },
+    #[error("{url}: {source}")]
+    Io { url: String, source: io::Error },
+    #[error("{url}: unsupported URL scheme (http:// and file:// mirrors are supported)")]
+    UnsupportedScheme { url: String },
+    #[error("{url}: larger than the {limit} bytes allowed")]
+    TooLarge { url: String, limit: u64 },
+}
+
+impl FetchError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, FetchError::NotFound { .. })
+    }
+}
+
+/// Opens URLs for reading. Cheap to clone (the HTTP connection pool is shared).
+#[derive(Debug, Clone)]
+pub struct Transport {
+    agent: ureq::Agent,
+}
+
+impl Default for Transport {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Transport {
+    pub fn new() -> Self {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(30)))
+            .timeout_recv_response(Some(Duration::from_secs(60)))
+            // A stalled transfer fails; a long one does not.
+            .timeout_per_read(Some(Duration::from_secs(60)))
+            .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+            .build();
+        Self {
+            agent: config.into(),
+        }
+    }
+
+    /// Opens a URL as a byte stream.
+    pub fn open(&self, url: &str) -> Result<Box<dyn Read + Send>, FetchError> {
+        if let Some(path) = file_url_path(url) {
+            return match File::open(&path) {
+                Ok(f) => Ok(Box::new(f)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Err(FetchError::NotFound {
+                    url: url.to_owned(),
+                }),
+                Err(source) => Err(FetchError::Io {
+                    url: url.to_owned(),
+                    source,
+                }),
+            };
+        }
+        if !url.starts_with("http://") {
+            return Err(FetchError::UnsupportedScheme {
+                url: url.to_owned(),
+            });
+        }
+        let response = self.agent.get(url).call().map_err(|e| FetchError::Http {
+            url: url.to_owned(),
+            source: Box::new(e),
+        })?;
+        match response.status().as_u16() {
+            200 => Ok(Box::new(response.into_body().into_reader())),
+            404 | 410 => Err(FetchError::NotFound {
+                url: url.to_owned(),
+            }),
+            status => Err(FetchError::Status {
+                url: url.to_owned(),
+                status,
+            }),
+        }
+    }
+
+    /// Reads a whole URL into memory, refusing more than `limit` bytes.
+    pub fn get(&self, url: &str, limit: u64) -> Result<Vec<u8>, FetchError> {
+        let mut body = Vec::new();
+        self.open(url)?
+            .take(limit + 1)
+            .read_to_end(&mut body)
+            .map_err(|source| FetchError::Io {
+                url: url.to_owned(),
+                source,
+            })?;
+        if body.len() as u64 > limit {
+            return Err(FetchError::TooLarge {
+                url: url.to_owned(),
+                limit,
+            });
+        }
+        Ok(body)
+    }
+}
+
+/// The local path of a `file:` URL (`file:///srv/repo` or apt's `file:/srv/repo`), percent-decoded.
+pub fn file_url_path(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("file:")?;
+    let path = match rest.strip_prefix("//") {
+        // `file://localhost/path` or `file:///path`
+        Some(r) => &r[r.find('/')?..],
+        None => rest,
+    };
+    Some(PathBuf::from(percent_decode(path)))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_urls() {
+        assert_eq!(
+            file_url_path("file:///srv/repo"),
+            Some(PathBuf::from("/srv/repo"))
+        );
+        assert_eq!(
+            file_url_path("file:/srv/repo"),
+            Some(PathBuf::from("/srv/repo"))
+        );
+        assert_eq!(
+            file_url_path("file://localhost/srv/a%20b"),
+            Some(PathBuf::from("/srv/a b"))
+        );
+        assert_eq!(
+            file_url_path("file:///x/100%"),
+            Some(PathBuf::from("/x/100%"))
+        );
+        assert_eq!(file_url_path("http://a.invalid/x"), None);
+    }
+
+    #[test]
+    fn file_transport_reads_and_reports_missing_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        fs_err::write(&file, b"data").unwrap();
+        let t = Transport::new();
+        let url = format!("file://{}", file.display());
+        assert_eq!(t.get(&url, 10).unwrap(), b"data");
+        assert!(matches!(
+            t.get(&url, 3),
+            Err(FetchError::TooLarge { limit: 3, .. })
+        ));
+        assert!(t
+            .get(&format!("{url}.missing"), 10)
+            .unwrap_err()
+            .is_not_found());
+        assert!(matches!(
+            t.get("https://a.invalid/x", 10),
+            Err(FetchError::UnsupportedScheme { .. })
+        ));
+    }
+}
