@@ -643,9 +643,77 @@ pub mod syntax {
         }
     }
 
+    /// `USER[:GROUP]` as `USER` and `--chown` take it: each part an account name or a numeric id.
+    pub fn user_spec(s: &str) -> Result<String, String> {
+        let part_ok = |p: &str| is_account_name(p) || (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        let ok = match s.split_once(':') {
+            Some((u, g)) => part_ok(u) && part_ok(g),
+            None => part_ok(s),
+        };
+        if ok {
+            Ok(s.to_owned())
+        } else {
+            Err(format!("`{s}` is not a user (expected `NAME`, `UID`, or either followed by `:GROUP`)"))
+        }
+    }
+
+    /// An RFC 1123 host name: dot-separated labels of letters, digits and `-`, each 1 to 63 characters, not
+    /// starting or ending with `-`.
+    pub fn is_hostname(s: &str) -> bool {
+        s.len() <= 253
+            && s.split('.').all(|label| {
+                (1..=63).contains(&label.len())
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            })
+    }
+
+    /// A locale name such as `C.UTF-8` or `en_US.UTF-8`.
+    pub fn is_locale(s: &str) -> bool {
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.@-".contains(&b))
+    }
+
+    /// A time zone: `UTC`, or `Area/City` (more parts allowed, e.g. `America/Argentina/Salta`, `Etc/GMT+5`).
+    pub fn is_timezone(s: &str) -> bool {
+        if s == "UTC" {
+            return true;
+        }
+        let parts: Vec<&str> = s.split('/').collect();
+        parts.len() >= 2
+            && parts.iter().all(|p| {
+                p.starts_with(|c: char| c.is_ascii_alphabetic())
+                    && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"_+-".contains(&b))
+            })
+    }
+
     #[cfg(test)]
     mod tests {
         use super::*;
+
+        #[test]
+        fn users_hosts_locales_and_time_zones() {
+            assert_eq!(user_spec("www-data:adm"), Ok("www-data:adm".to_owned()));
+            for good in ["1000", "app:1000", "_svc"] {
+                assert!(user_spec(good).is_ok(), "{good}");
+            }
+            for bad in ["", "Root", "a:", ":g", "a:b:c"] {
+                assert!(user_spec(bad).is_err(), "{bad}");
+            }
+            assert!(is_hostname("web-1.example.org"));
+            for bad in ["-web", "web-", "a..b", "a_b", ""] {
+                assert!(!is_hostname(bad), "{bad}");
+            }
+            assert!(!is_hostname(&"a".repeat(64)));
+            assert!(is_locale("en_US.UTF-8") && is_locale("C.UTF-8") && is_locale("de_DE@euro"));
+            assert!(!is_locale("en US") && !is_locale(""));
+            for good in ["UTC", "Etc/UTC", "Etc/GMT+5", "America/Argentina/Salta"] {
+                assert!(is_timezone(good), "{good}");
+            }
+            for bad in ["Berlin", "Europe/../etc", "/Europe/Berlin", "Europe/", "Etc/1"] {
+                assert!(!is_timezone(bad), "{bad}");
+            }
+        }
 
         #[test]
         fn sizes() {
