@@ -1278,7 +1278,7 @@ impl Cx<'_> {
                 .map(|(k, v)| (k, v.value))
                 .collect();
             let workdir = f.checked(self, "workdir", absolute_path);
-            let user = f.checked(self, "user", user_spec);
+            let user = f.checked(self, "user", syntax::user_spec);
             f.finish(self);
             if let Some(command) = command {
                 runs.push(Spanned::new(
@@ -1327,7 +1327,7 @@ impl Cx<'_> {
 
     fn system(&mut self, mut f: Fields<'_, '_>) -> System {
         let hostname = f.checked(self, "hostname", |s| {
-            if is_hostname(s) {
+            if syntax::is_hostname(s) {
                 Ok(s.to_owned())
             } else {
                 Err(format!(
@@ -1337,10 +1337,7 @@ impl Cx<'_> {
             }
         });
         let locale = f.checked(self, "locale", |s| {
-            let ok = !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"_.@-".contains(&b));
-            if ok {
+            if syntax::is_locale(s) {
                 Ok(s.to_owned())
             } else {
                 Err(format!(
@@ -1349,7 +1346,7 @@ impl Cx<'_> {
             }
         });
         let timezone = f.checked(self, "timezone", |s| {
-            if is_timezone(s) {
+            if syntax::is_timezone(s) {
                 Ok(s.to_owned())
             } else {
                 Err(format!(
@@ -1592,7 +1589,7 @@ impl Cx<'_> {
             .get("labels")
             .map(|e| self.string_map(&e, |k| !k.trim().is_empty(), "a label needs a name"))
             .map(unwrap);
-        let user = f.checked(self, "user", user_spec);
+        let user = f.checked(self, "user", syntax::user_spec);
         let workdir = f.checked(self, "workdir", absolute_path);
         let mut ports: Vec<Spanned<String>> = Vec::new();
         if let Some(e) = f.get("expose") {
@@ -1648,51 +1645,6 @@ fn absolute_path(s: &str) -> Result<String, String> {
         return Err(format!("`{}` contains a NUL character", s.escape_debug()));
     }
     Ok(s.to_owned())
-}
-
-/// `USER[:GROUP]`, each an account name or a numeric id.
-fn user_spec(s: &str) -> Result<String, String> {
-    let part_ok = |p: &str| {
-        syntax::is_account_name(p) || (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-    };
-    let ok = match s.split_once(':') {
-        Some((u, g)) => part_ok(u) && part_ok(g),
-        None => part_ok(s),
-    };
-    if ok {
-        Ok(s.to_owned())
-    } else {
-        Err(format!(
-            "`{s}` is not a user (expected `NAME`, `UID`, or either followed by `:GROUP`)"
-        ))
-    }
-}
-
-/// RFC 1123 host name: dot-separated labels of letters, digits and `-`.
-fn is_hostname(s: &str) -> bool {
-    s.len() <= 253
-        && s.split('.').all(|label| {
-            (1..=63).contains(&label.len())
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-}
-
-/// `UTC`, or `Area/City` (more parts allowed, e.g. `America/Argentina/Salta`, `Etc/GMT+5`).
-fn is_timezone(s: &str) -> bool {
-    if s == "UTC" {
-        return true;
-    }
-    let parts: Vec<&str> = s.split('/').collect();
-    parts.len() >= 2
-        && parts.iter().all(|p| {
-            p.starts_with(|c: char| c.is_ascii_alphabetic())
-                && p.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"_+-".contains(&b))
-        })
 }
 
 /// A byte count for messages, in MiB when it is a whole number of them.
@@ -2321,38 +2273,28 @@ source = "motd"
     }
 
     #[test]
-    fn value_syntax_of_system_and_container() {
-        assert!(is_hostname("kiln") && is_hostname("web-1.example.org"));
-        assert!(
-            !is_hostname("-kiln")
-                && !is_hostname("a..b")
-                && !is_hostname("under_score")
-                && !is_hostname("")
+    fn system_and_container_values_are_checked() {
+        let text = format!(
+            "{MINIMAL}[system]\nhostname = \"-kiln\"\nlocale = \"en US\"\ntimezone = \"Berlin\"\n\
+             kernel_cmdline = [\"quiet splash\"]\n[container]\nuser = \"Root\"\nworkdir = \"srv\"\n\
+             expose = [\"80\", 80, \"70000\"]\nenv = {{ \"A.B\" = \"x\" }}\n"
         );
-        assert!(
-            is_timezone("UTC")
-                && is_timezone("Europe/Berlin")
-                && is_timezone("America/Argentina/Salta")
-        );
-        assert!(is_timezone("Etc/GMT+5"));
-        assert!(
-            !is_timezone("Berlin")
-                && !is_timezone("Europe/../etc")
-                && !is_timezone("/Europe/Berlin")
-        );
-        assert!(
-            user_spec("root").is_ok()
-                && user_spec("1000:1000").is_ok()
-                && user_spec("www-data:www").is_ok()
-        );
-        assert!(
-            user_spec("").is_err() && user_spec("root:").is_err() && user_spec("Root").is_err()
-        );
-        let text = format!("{MINIMAL}[container]\nexpose = [\"80\", 80]\n");
-        assert_eq!(
-            problems(&text),
-            ["6:17: `container.expose`: port `80/tcp` is listed twice"]
-        );
+        let got = problems(&text);
+        let want = [
+            "6:12: `system.hostname`: `-kiln` is not a valid host name",
+            "7:10: `system.locale`: `en US` is not a locale name",
+            "8:12: `system.timezone`: `Berlin` is not a time zone name",
+            "9:19: `system.kernel_cmdline`: `quiet splash` is not one argument",
+            "11:8: `container.user`: `Root` is not a user",
+            "12:11: `container.workdir`: `srv` is not an absolute path",
+            "13:17: `container.expose`: port `80/tcp` is listed twice",
+            "13:21: `container.expose`: invalid port `70000`",
+            "14:9: `container.env.\"A.B\"`: `A.B` is not a valid name",
+        ];
+        assert_eq!(got.len(), want.len(), "{got:#?}");
+        for (g, w) in got.iter().zip(want) {
+            assert!(g.starts_with(w), "{g:?} does not start with {w:?}");
+        }
     }
 
     #[test]
