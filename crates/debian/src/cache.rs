@@ -32,11 +32,7 @@ pub enum DownloadError {
     #[error(transparent)]
     DigestMismatch(Box<Mismatch>),
     #[error("{what}: {url} is larger than the {expected_size} bytes the index gives")]
-    TooLarge {
-        what: String,
-        url: String,
-        expected_size: u64,
-    },
+    TooLarge { what: String, url: String, expected_size: u64 },
     #[error("download cache: {0}")]
     Io(#[from] io::Error),
 }
@@ -72,9 +68,7 @@ impl Cache {
         if let Some(xdg) = var("XDG_CACHE_HOME").filter(|v| Path::new(v).is_absolute()) {
             return Some(PathBuf::from(xdg).join("kiln"));
         }
-        var("HOME")
-            .filter(|v| !v.is_empty())
-            .map(|home| PathBuf::from(home).join(".cache/kiln"))
+        var("HOME").filter(|v| !v.is_empty()).map(|home| PathBuf::from(home).join(".cache/kiln"))
     }
 
     pub fn root(&self) -> &Path {
@@ -119,15 +113,10 @@ impl Cache {
         let dest = self.path_for(&expected.sha256);
         let dir = dest.parent().unwrap_or(&self.root);
         fs_err::create_dir_all(dir)?;
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".partial-")
-            .tempfile_in(dir)?;
+        let mut tmp = tempfile::Builder::new().prefix(".partial-").tempfile_in(dir)?;
         let mut body = transport.open(url)?.take(expected.size + 1);
-        let (size, actual) =
-            hash_copy(&mut body, tmp.as_file_mut()).map_err(|source| FetchError::Io {
-                url: url.to_owned(),
-                source,
-            })?;
+        let (size, actual) = hash_copy(&mut body, tmp.as_file_mut())
+            .map_err(|source| FetchError::Io { url: url.to_owned(), source })?;
         if size > expected.size {
             return Err(DownloadError::TooLarge {
                 what: what.to_owned(),
@@ -140,10 +129,7 @@ impl Cache {
                 what: what.to_owned(),
                 url: url.to_owned(),
                 expected,
-                actual: FileEntry {
-                    size,
-                    sha256: actual,
-                },
+                actual: FileEntry { size, sha256: actual },
             })));
         }
         tmp.as_file_mut().flush()?;
@@ -174,16 +160,9 @@ impl Cache {
                     }
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(p) = packages.get(i) else { break };
-                    let entry = FileEntry {
-                        size: p.size,
-                        sha256: p.sha256,
-                    };
-                    let result = self.fetch(
-                        transport,
-                        &p.url(),
-                        entry,
-                        &format!("{} {}", p.id(), p.architecture),
-                    );
+                    let entry = FileEntry { size: p.size, sha256: p.sha256 };
+                    let result =
+                        self.fetch(transport, &p.url(), entry, &format!("{} {}", p.id(), p.architecture));
                     if result.is_err() {
                         failed.store(true, Ordering::Relaxed);
                     }
@@ -193,9 +172,7 @@ impl Cache {
                 });
             }
         });
-        let results = results
-            .into_inner()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let results = results.into_inner().unwrap_or_else(|poison| poison.into_inner());
         let mut paths = Vec::with_capacity(packages.len());
         let mut first_error = None;
         for r in results {
@@ -210,9 +187,7 @@ impl Cache {
         match first_error {
             Some(e) => Err(e),
             None if paths.len() == packages.len() => Ok(paths),
-            None => Err(DownloadError::Io(io::Error::other(
-                "a download worker stopped unexpectedly",
-            ))),
+            None => Err(DownloadError::Io(io::Error::other("a download worker stopped unexpectedly"))),
         }
     }
 }
@@ -255,12 +230,7 @@ mod tests {
     #[test]
     fn default_root_prefers_xdg_cache_home() {
         let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| OsString::from(v))
-            }
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| OsString::from(v))
         };
         assert_eq!(
             Cache::default_root(env(&[("XDG_CACHE_HOME", "/c"), ("HOME", "/h")])),
@@ -280,18 +250,12 @@ mod tests {
         let src = dir.path().join("src");
         fs_err::write(&src, b"payload").unwrap();
         let cache = Cache::new(dir.path().join("cache"));
-        let entry = FileEntry {
-            size: 7,
-            sha256: Sha256::of(b"payload"),
-        };
+        let entry = FileEntry { size: 7, sha256: Sha256::of(b"payload") };
         let url = format!("file://{}", src.display());
         let t = Transport::new();
         let path = cache.fetch(&t, &url, entry, "payload").unwrap();
         let hex = entry.sha256.to_hex();
-        assert_eq!(
-            path,
-            dir.path().join("cache/sha256").join(&hex[..2]).join(&hex)
-        );
+        assert_eq!(path, dir.path().join("cache/sha256").join(&hex[..2]).join(&hex));
         assert_eq!(fs_err::read(&path).unwrap(), b"payload");
 
         // A corrupted entry is not returned: it is dropped and fetched again.
@@ -310,34 +274,19 @@ mod tests {
         let cache = Cache::new(dir.path().join("cache"));
         let url = format!("file://{}", src.display());
         let t = Transport::new();
-        let wrong = FileEntry {
-            size: 7,
-            sha256: Sha256::of(b"other!!"),
-        };
+        let wrong = FileEntry { size: 7, sha256: Sha256::of(b"other!!") };
         match cache.fetch(&t, &url, wrong, "thing 1.0") {
             Err(DownloadError::DigestMismatch(m)) => {
                 assert_eq!(m.what, "thing 1.0");
                 assert_eq!(m.expected, wrong);
-                assert_eq!(
-                    m.actual,
-                    FileEntry {
-                        size: 7,
-                        sha256: Sha256::of(b"payload")
-                    }
-                );
+                assert_eq!(m.actual, FileEntry { size: 7, sha256: Sha256::of(b"payload") });
             }
             other => panic!("{other:?}"),
         }
-        let short = FileEntry {
-            size: 3,
-            sha256: Sha256::of(b"pay"),
-        };
+        let short = FileEntry { size: 3, sha256: Sha256::of(b"pay") };
         assert!(matches!(
             cache.fetch(&t, &url, short, "x"),
-            Err(DownloadError::TooLarge {
-                expected_size: 3,
-                ..
-            })
+            Err(DownloadError::TooLarge { expected_size: 3, .. })
         ));
         let leftovers: Vec<_> = walk(&dir.path().join("cache"));
         assert!(leftovers.is_empty(), "{leftovers:?}");

@@ -42,18 +42,12 @@ impl<'a> Paragraph<'a> {
 
     /// The field itself, by case-insensitive name.
     pub fn field(&self, name: &str) -> Option<&Field<'a>> {
-        self.fields
-            .iter()
-            .find(|f| f.name.eq_ignore_ascii_case(name))
+        self.fields.iter().find(|f| f.name.eq_ignore_ascii_case(name))
     }
 
     /// The non-empty, trimmed lines of a multi-line field (e.g. the `SHA256` list of a Release file).
     pub fn lines(&self, name: &str) -> impl Iterator<Item = &'a str> {
-        self.get(name)
-            .unwrap_or("")
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
+        self.get(name).unwrap_or("").lines().map(str::trim).filter(|l| !l.is_empty())
     }
 }
 
@@ -66,10 +60,7 @@ pub struct Paragraphs<'a> {
 
 /// Parses control data into paragraphs lazily; see [`Paragraphs`].
 pub fn paragraphs(text: &str) -> Paragraphs<'_> {
-    Paragraphs {
-        rest: text,
-        line: 0,
-    }
+    Paragraphs { rest: text, line: 0 }
 }
 
 /// Parses all paragraphs at once.
@@ -120,24 +111,16 @@ impl<'a> Iterator for Paragraphs<'a> {
                 continue;
             }
             if line.starts_with([' ', '\t']) {
-                return Some(Err(ControlError::ContinuationWithoutField {
-                    line: self.line,
-                }));
+                return Some(Err(ControlError::ContinuationWithoutField { line: self.line }));
             }
             let Some(colon) = line.find(':') else {
                 self.rest = "";
-                return Some(Err(ControlError::NotAField {
-                    line: self.line,
-                    text: line.to_owned(),
-                }));
+                return Some(Err(ControlError::NotAField { line: self.line, text: line.to_owned() }));
             };
             let name = line[..colon].trim_end();
             if name.is_empty() || name.contains(char::is_whitespace) {
                 self.rest = "";
-                return Some(Err(ControlError::NotAField {
-                    line: self.line,
-                    text: line.to_owned(),
-                }));
+                return Some(Err(ControlError::NotAField { line: self.line, text: line.to_owned() }));
             }
             let field_line = self.line;
             // The value runs from after the colon to the end of the last continuation line, borrowed
@@ -154,11 +137,7 @@ impl<'a> Iterator for Paragraphs<'a> {
             if para.fields.is_empty() {
                 para.line = field_line;
             }
-            para.fields.push(Field {
-                name,
-                value,
-                line: field_line,
-            });
+            para.fields.push(Field { name, value, line: field_line });
         }
     }
 }
@@ -173,10 +152,7 @@ mod tests {
         let paras = parse(text).unwrap();
         assert_eq!(paras.len(), 2);
         assert_eq!(paras[0].get("package"), Some("a"));
-        assert_eq!(
-            paras[0].get("Description"),
-            Some("short\n long line\n .\n more")
-        );
+        assert_eq!(paras[0].get("Description"), Some("short\n long line\n .\n more"));
         assert_eq!(paras[1].get("Package"), Some("b"));
         assert_eq!(paras[1].get("version"), Some("1"));
         assert_eq!(paras[1].line, 9);
@@ -187,10 +163,7 @@ mod tests {
     fn multi_line_list_fields() {
         let text = "SHA256:\n 00 12 main/a\n 11 34 main/b\nOther: x\n";
         let p = &parse(text).unwrap()[0];
-        assert_eq!(
-            p.lines("SHA256").collect::<Vec<_>>(),
-            ["00 12 main/a", "11 34 main/b"]
-        );
+        assert_eq!(p.lines("SHA256").collect::<Vec<_>>(), ["00 12 main/a", "11 34 main/b"]);
         assert_eq!(p.get("other"), Some("x"));
     }
 
@@ -198,15 +171,9 @@ mod tests {
     fn errors_name_the_line() {
         assert_eq!(
             parse("Package: a\nno colon here\n").unwrap_err(),
-            ControlError::NotAField {
-                line: 2,
-                text: "no colon here".into()
-            }
+            ControlError::NotAField { line: 2, text: "no colon here".into() }
         );
-        assert_eq!(
-            parse(" leading\n").unwrap_err(),
-            ControlError::ContinuationWithoutField { line: 1 }
-        );
+        assert_eq!(parse(" leading\n").unwrap_err(), ControlError::ContinuationWithoutField { line: 1 });
     }
 
     #[test]

@@ -91,11 +91,7 @@ impl Package {
 
     /// The download URL of the `.deb`.
     pub fn url(&self) -> String {
-        format!(
-            "{}/{}",
-            self.mirror.trim_end_matches('/'),
-            self.filename.trim_start_matches('/')
-        )
+        format!("{}/{}", self.mirror.trim_end_matches('/'), self.filename.trim_start_matches('/'))
     }
 }
 
@@ -107,31 +103,13 @@ pub enum PackagesError {
     #[error("line {line}: package record without a Package field")]
     NoName { line: usize },
     #[error("line {line}: package {package}: missing field {field}")]
-    MissingField {
-        line: usize,
-        package: String,
-        field: &'static str,
-    },
+    MissingField { line: usize, package: String, field: &'static str },
     #[error("line {line}: package {package}: {source}")]
-    Version {
-        line: usize,
-        package: String,
-        source: VersionError,
-    },
+    Version { line: usize, package: String, source: VersionError },
     #[error("line {line}: package {package}: field {field}: {source}")]
-    Relation {
-        line: usize,
-        package: String,
-        field: &'static str,
-        source: RelationError,
-    },
+    Relation { line: usize, package: String, field: &'static str, source: RelationError },
     #[error("line {line}: package {package}: invalid {field} {value:?}")]
-    Invalid {
-        line: usize,
-        package: String,
-        field: &'static str,
-        value: String,
-    },
+    Invalid { line: usize, package: String, field: &'static str, value: String },
 }
 
 /// Parses a Packages index. `mirror` is the base URL its `Filename` fields are relative to.
@@ -139,17 +117,11 @@ pub fn parse_packages(text: &str, mirror: &Arc<str>) -> Result<Vec<Package>, Pac
     let mut out = Vec::new();
     for para in control::paragraphs(text) {
         let para = para?;
-        let name = para
-            .get("Package")
-            .ok_or(PackagesError::NoName { line: para.line })?;
+        let name = para.get("Package").ok_or(PackagesError::NoName { line: para.line })?;
         let line = para.line;
         let package = || name.to_owned();
         let required = |field: &'static str| {
-            para.get(field).ok_or_else(|| PackagesError::MissingField {
-                line,
-                package: package(),
-                field,
-            })
+            para.get(field).ok_or_else(|| PackagesError::MissingField { line, package: package(), field })
         };
         let invalid = |field: &'static str, value: &str| PackagesError::Invalid {
             line,
@@ -157,19 +129,13 @@ pub fn parse_packages(text: &str, mirror: &Arc<str>) -> Result<Vec<Package>, Pac
             field,
             value: value.to_owned(),
         };
-        let version =
-            Version::parse(required("Version")?).map_err(|source| PackagesError::Version {
-                line,
-                package: package(),
-                source,
-            })?;
+        let version = Version::parse(required("Version")?).map_err(|source| PackagesError::Version {
+            line,
+            package: package(),
+            source,
+        })?;
         let rel_err = |field: &'static str| {
-            move |source| PackagesError::Relation {
-                line,
-                package: package(),
-                field,
-                source,
-            }
+            move |source| PackagesError::Relation { line, package: package(), field, source }
         };
         let groups = |field: &'static str| {
             relation::parse_relations(para.get(field).unwrap_or("")).map_err(rel_err(field))
@@ -177,22 +143,14 @@ pub fn parse_packages(text: &str, mirror: &Arc<str>) -> Result<Vec<Package>, Pac
         let list = |field: &'static str| {
             relation::parse_relation_list(para.get(field).unwrap_or("")).map_err(rel_err(field))
         };
-        let multi_arch = match para
-            .get("Multi-Arch")
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
+        let multi_arch = match para.get("Multi-Arch").map(str::to_ascii_lowercase).as_deref() {
             None | Some("no") => MultiArch::No,
             Some("same") => MultiArch::Same,
             Some("foreign") => MultiArch::Foreign,
             Some("allowed") => MultiArch::Allowed,
             Some(other) => return Err(invalid("Multi-Arch", other)),
         };
-        let essential = match para
-            .get("Essential")
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
+        let essential = match para.get("Essential").map(str::to_ascii_lowercase).as_deref() {
             None | Some("no") => false,
             Some("yes") => true,
             Some(other) => return Err(invalid("Essential", other)),
@@ -255,45 +213,23 @@ mod tests {
         assert_eq!(foo.provides[0].version.as_ref().unwrap().as_str(), "2.0");
         assert_eq!(foo.size, 1234);
         assert_eq!(foo.sha256.to_hex(), SHA);
-        assert_eq!(
-            foo.url(),
-            "http://127.0.0.1:1/debian/pool/main/f/foo/foo_2.0-1_amd64.deb"
-        );
+        assert_eq!(foo.url(), "http://127.0.0.1:1/debian/pool/main/f/foo/foo_2.0-1_amd64.deb");
         assert!(!p[1].essential);
         assert_eq!(p[1].priority, None);
     }
 
     #[test]
     fn errors_name_the_package_and_field() {
-        let e = parse_packages(
-            "Package: foo\nVersion: 1\nArchitecture: all\nFilename: f\nSize: 1\n",
-            &mirror(),
-        )
-        .unwrap_err();
-        assert_eq!(
-            e,
-            PackagesError::MissingField {
-                line: 1,
-                package: "foo".into(),
-                field: "SHA256"
-            }
-        );
+        let e =
+            parse_packages("Package: foo\nVersion: 1\nArchitecture: all\nFilename: f\nSize: 1\n", &mirror())
+                .unwrap_err();
+        assert_eq!(e, PackagesError::MissingField { line: 1, package: "foo".into(), field: "SHA256" });
         let e = parse_packages(
             &format!("\nPackage: foo\nVersion: 1\nArchitecture: all\nDepends: a (>= \nFilename: f\nSize: 1\nSHA256: {SHA}\n"),
             &mirror(),
         )
         .unwrap_err();
-        assert!(
-            matches!(
-                e,
-                PackagesError::Relation {
-                    line: 2,
-                    field: "Depends",
-                    ..
-                }
-            ),
-            "{e:?}"
-        );
+        assert!(matches!(e, PackagesError::Relation { line: 2, field: "Depends", .. }), "{e:?}");
         let e = parse_packages(
             &format!("Package: foo\nVersion: 1\nArchitecture: all\nFilename: f\nSize: big\nSHA256: {SHA}\n"),
             &mirror(),

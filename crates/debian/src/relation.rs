@@ -164,10 +164,7 @@ fn is_name_char(c: char) -> bool {
 
 /// Parses one alternative, e.g. `libc6 (>= 2.36)` or `python3:any`.
 pub fn parse_relation(text: &str) -> Result<Relation, RelationError> {
-    let err = |reason: &str| RelationError {
-        input: text.trim().to_owned(),
-        reason: reason.to_owned(),
-    };
+    let err = |reason: &str| RelationError { input: text.trim().to_owned(), reason: reason.to_owned() };
     let mut rest = text.trim();
     let name_len = rest.find(|c: char| !is_name_char(c)).unwrap_or(rest.len());
     let name = &rest[..name_len];
@@ -177,9 +174,7 @@ pub fn parse_relation(text: &str) -> Result<Relation, RelationError> {
     rest = &rest[name_len..];
     let mut arch_qualifier = None;
     if let Some(r) = rest.strip_prefix(':') {
-        let len = r
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
-            .unwrap_or(r.len());
+        let len = r.find(|c: char| !(c.is_ascii_alphanumeric() || c == '-')).unwrap_or(r.len());
         if len == 0 {
             return Err(err("empty architecture qualifier"));
         }
@@ -215,10 +210,7 @@ pub fn parse_relation(text: &str) -> Result<Relation, RelationError> {
                 Some(x) => (true, x),
                 None => (false, a),
             };
-            arches.push(ArchSpec {
-                negated,
-                arch: arch.to_owned(),
-            });
+            arches.push(ArchSpec { negated, arch: arch.to_owned() });
         }
         if arches.is_empty() {
             return Err(err("empty architecture list"));
@@ -237,13 +229,7 @@ pub fn parse_relation(text: &str) -> Result<Relation, RelationError> {
     if !rest.is_empty() {
         return Err(err(&format!("unexpected {rest:?}")));
     }
-    Ok(Relation {
-        name: name.to_owned(),
-        arch_qualifier,
-        constraint,
-        arches,
-        profiles,
-    })
+    Ok(Relation { name: name.to_owned(), arch_qualifier, constraint, arches, profiles })
 }
 
 /// Parses a relationship field such as `Depends`. An empty field is an empty list.
@@ -254,16 +240,9 @@ pub fn parse_relations(text: &str) -> Result<Vec<Alternatives>, RelationError> {
     text.split(',')
         .map(|group| {
             if group.trim().is_empty() {
-                return Err(RelationError {
-                    input: text.trim().to_owned(),
-                    reason: "empty entry".into(),
-                });
+                return Err(RelationError { input: text.trim().to_owned(), reason: "empty entry".into() });
             }
-            group
-                .split('|')
-                .map(parse_relation)
-                .collect::<Result<Vec<_>, _>>()
-                .map(Alternatives)
+            group.split('|').map(parse_relation).collect::<Result<Vec<_>, _>>().map(Alternatives)
         })
         .collect()
 }
@@ -290,17 +269,8 @@ pub fn parse_provides(text: &str) -> Result<Vec<Provide>, RelationError> {
     parse_relation_list(text)?
         .into_iter()
         .map(|r| match r.constraint {
-            None => Ok(Provide {
-                name: r.name,
-                version: None,
-            }),
-            Some(Constraint {
-                op: Op::Eq,
-                version,
-            }) => Ok(Provide {
-                name: r.name,
-                version: Some(version),
-            }),
+            None => Ok(Provide { name: r.name, version: None }),
+            Some(Constraint { op: Op::Eq, version }) => Ok(Provide { name: r.name, version: Some(version) }),
             Some(c) => Err(RelationError {
                 input: format!("{} ({c})", r.name),
                 reason: "a provided version must use `=`".into(),
@@ -322,20 +292,11 @@ mod tests {
         assert_eq!(deps.len(), 4);
         assert_eq!(deps[0].0[0].name, "libc6");
         assert_eq!(deps[0].0[0].constraint.as_ref().unwrap().op, Op::Ge);
-        assert_eq!(
-            deps[0].0[0].constraint.as_ref().unwrap().version.as_str(),
-            "2.34"
-        );
+        assert_eq!(deps[0].0[0].constraint.as_ref().unwrap().version.as_str(), "2.34");
         assert_eq!(deps[1].0[0].arch_qualifier.as_deref(), Some("any"));
         assert_eq!(deps[2].0.len(), 2);
         assert_eq!(deps[2].0[1].name, "debconf-2.0");
-        assert_eq!(
-            deps[3].0[0].arches,
-            vec![ArchSpec {
-                negated: false,
-                arch: "amd64".into()
-            }]
-        );
+        assert_eq!(deps[3].0[0].arches, vec![ArchSpec { negated: false, arch: "amd64".into() }]);
         assert_eq!(deps[3].0[0].profiles, vec![vec!["!nocheck".to_owned()]]);
         assert_eq!(deps[2].to_string(), "debconf (>= 0.5) | debconf-2.0");
         assert_eq!(deps[3].to_string(), "libfoo (<< 2~) [amd64] <!nocheck>");
@@ -379,18 +340,9 @@ mod tests {
 
     #[test]
     fn malformed_fields_are_errors() {
-        for bad in [
-            "a (>= 1",
-            "a (~ 1)",
-            "a (>= )",
-            "a b",
-            ", a",
-            "a,,b",
-            "a |",
-            "(>= 1)",
-            "a [i386 !amd64]",
-            "a:",
-        ] {
+        for bad in
+            ["a (>= 1", "a (~ 1)", "a (>= )", "a b", ", a", "a,,b", "a |", "(>= 1)", "a [i386 !amd64]", "a:"]
+        {
             assert!(parse_relations(bad).is_err(), "{bad:?} should be rejected");
         }
         assert!(parse_relations("  ").unwrap().is_empty());

@@ -116,24 +116,13 @@ pub struct IndexTarget {
 impl Release {
     /// Parses the (already verified) text of a Release file.
     pub fn parse(text: &str) -> Result<Self, ReleaseError> {
-        let para = control::paragraphs(text)
-            .next()
-            .ok_or(ReleaseError::Empty)??;
+        let para = control::paragraphs(text).next().ok_or(ReleaseError::Empty)??;
         let words = |name| -> Vec<String> {
-            para.get(name)
-                .unwrap_or("")
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect()
+            para.get(name).unwrap_or("").split_whitespace().map(str::to_owned).collect()
         };
         let date = |field: &'static str| -> Result<Option<i64>, ReleaseError> {
             para.get(field)
-                .map(|v| {
-                    parse_rfc2822(v).ok_or_else(|| ReleaseError::BadDate {
-                        field,
-                        value: v.to_owned(),
-                    })
-                })
+                .map(|v| parse_rfc2822(v).ok_or_else(|| ReleaseError::BadDate { field, value: v.to_owned() }))
                 .transpose()
         };
         let mut files = BTreeMap::new();
@@ -141,10 +130,7 @@ impl Release {
             return Err(ReleaseError::NoSha256);
         }
         for line in para.lines("SHA256") {
-            let bad = || ReleaseError::BadLine {
-                field: "SHA256",
-                value: line.to_owned(),
-            };
+            let bad = || ReleaseError::BadLine { field: "SHA256", value: line.to_owned() };
             let mut parts = line.split_whitespace();
             let (Some(digest), Some(size), Some(path), None) =
                 (parts.next(), parts.next(), parts.next(), parts.next())
@@ -155,10 +141,7 @@ impl Release {
             let size = size.parse().map_err(|_| bad())?;
             files.insert(path.to_owned(), FileEntry { size, sha256 });
         }
-        let yes = |name| {
-            para.get(name)
-                .is_some_and(|v| v.eq_ignore_ascii_case("yes"))
-        };
+        let yes = |name| para.get(name).is_some_and(|v| v.eq_ignore_ascii_case("yes"));
         Ok(Self {
             origin: para.get("Origin").map(str::to_owned),
             suite: para.get("Suite").map(str::to_owned),
@@ -204,12 +187,7 @@ impl Release {
             } else {
                 path.clone()
             };
-            Some(IndexTarget {
-                path,
-                fetch_path,
-                entry,
-                compression,
-            })
+            Some(IndexTarget { path, fetch_path, entry, compression })
         })
     }
 }
@@ -224,11 +202,9 @@ pub fn parse_rfc2822(text: &str) -> Option<i64> {
     }
     let day: i64 = first.parse().ok()?;
     let month_name = words.next()?;
-    let month = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| m.eq_ignore_ascii_case(month_name))? as i64
+    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        .iter()
+        .position(|m| m.eq_ignore_ascii_case(month_name))? as i64
         + 1;
     let year: i64 = words.next()?.parse().ok()?;
     let mut hms = words.next()?.split(':').map(|p| p.parse::<i64>().ok());
@@ -296,10 +272,7 @@ bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb 40 main/binary-
         let t = r.packages_index("main", "amd64").unwrap();
         assert_eq!(t.path, "main/binary-amd64/Packages.gz");
         assert_eq!(t.compression, Compression::Gzip);
-        assert_eq!(
-            t.fetch_path,
-            format!("main/binary-amd64/by-hash/SHA256/{}", "b".repeat(64))
-        );
+        assert_eq!(t.fetch_path, format!("main/binary-amd64/by-hash/SHA256/{}", "b".repeat(64)));
         assert!(r.packages_index("contrib", "amd64").is_none());
         let plain = Release::parse(&RELEASE.replace("Acquire-By-Hash: yes\n", "")).unwrap();
         assert_eq!(
@@ -312,10 +285,7 @@ bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb 40 main/binary-
     fn bad_lines_are_errors() {
         assert!(matches!(
             Release::parse("Suite: x\nSHA256:\n zz 1 main/p\n"),
-            Err(ReleaseError::BadLine {
-                field: "SHA256",
-                ..
-            })
+            Err(ReleaseError::BadLine { field: "SHA256", .. })
         ));
         assert_eq!(Release::parse("Suite: x\n"), Err(ReleaseError::NoSha256));
         assert!(matches!(
@@ -329,10 +299,7 @@ bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb 40 main/binary-
         assert_eq!(parse_rfc2822("Thu, 01 Jan 1970 00:00:00 UTC"), Some(0));
         assert_eq!(parse_rfc2822("Thu, 01 Jan 1970 01:00:00 +0100"), Some(0));
         assert_eq!(parse_rfc2822("29 Feb 2000 12:00:00 UTC"), Some(951_825_600));
-        assert_eq!(
-            parse_rfc2822("Sat, 10 Jun 2023 08:52:53 UTC"),
-            Some(1_686_387_173)
-        );
+        assert_eq!(parse_rfc2822("Sat, 10 Jun 2023 08:52:53 UTC"), Some(1_686_387_173));
         assert_eq!(parse_rfc2822("Sat, 10 Foo 2023 08:52:53 UTC"), None);
         assert_eq!(parse_rfc2822("Sat, 10 Jun 2023"), None);
     }

@@ -46,23 +46,13 @@ pub enum RepoError {
     #[error("{url}: {source}")]
     Release { url: String, source: ReleaseError },
     #[error("{url}: the signed Release file is for suite {found:?}, not {requested}")]
-    WrongSuite {
-        url: String,
-        requested: String,
-        found: String,
-    },
-    #[error("{url}: the Release file expired (Valid-Until {valid_until}, now {now}, seconds since the epoch)")]
-    Expired {
-        url: String,
-        valid_until: i64,
-        now: i64,
-    },
+    WrongSuite { url: String, requested: String, found: String },
+    #[error(
+        "{url}: the Release file expired (Valid-Until {valid_until}, now {now}, seconds since the epoch)"
+    )]
+    Expired { url: String, valid_until: i64, now: i64 },
     #[error("suite {suite} has no Packages index for {component}/binary-{arch}")]
-    MissingIndex {
-        suite: String,
-        component: String,
-        arch: String,
-    },
+    MissingIndex { suite: String, component: String, arch: String },
     #[error(transparent)]
     Download(#[from] DownloadError),
     #[error("{url}: cannot decompress: {source}")]
@@ -96,11 +86,7 @@ impl RepoSpec {
     /// one with that suite, else the first whose suite has no `-updates`/`-security`-style suffix, else
     /// the first. The keys are the override keyring, else the source's `Signed-By` (when the mirror is
     /// that source's), else `ROOT/usr/share/keyrings/debian-archive-keyring.gpg`.
-    pub fn choose(
-        sources: &[Source],
-        overrides: &Overrides,
-        root: &Path,
-    ) -> Result<Self, RepoError> {
+    pub fn choose(sources: &[Source], overrides: &Overrides, root: &Path) -> Result<Self, RepoError> {
         let usable: Vec<&Source> = sources.iter().filter(|s| s.is_binary()).collect();
         let suite = match (&overrides.suite, usable.first()) {
             (Some(s), _) => s.clone(),
@@ -110,11 +96,7 @@ impl RepoSpec {
         let source = usable
             .iter()
             .find(|s| s.suite == suite)
-            .or_else(|| {
-                usable
-                    .iter()
-                    .find(|s| !s.suite.contains('-') && !s.suite.contains('/'))
-            })
+            .or_else(|| usable.iter().find(|s| !s.suite.contains('-') && !s.suite.contains('/')))
             .or_else(|| usable.first())
             .copied();
         let mirror = match (&overrides.mirror, source) {
@@ -135,53 +117,26 @@ impl RepoSpec {
         };
         let same_mirror = source.is_some_and(|s| same_url(&s.uri, &mirror));
         let keys = if let Some(k) = &overrides.keyring {
-            Keys {
-                files: vec![k.clone()],
-                ..Keys::default()
-            }
+            Keys { files: vec![k.clone()], ..Keys::default() }
         } else {
-            match source
-                .filter(|_| same_mirror)
-                .and_then(|s| s.signed_by.as_ref())
-            {
-                Some(SignedBy::Inline(block)) => Keys {
-                    armored: vec![block.clone()],
-                    ..Keys::default()
-                },
-                Some(SignedBy::Keys {
-                    files,
-                    fingerprints,
-                }) if !files.is_empty() => Keys {
-                    files: files.clone(),
-                    fingerprints: fingerprints.clone(),
-                    ..Keys::default()
-                },
+            match source.filter(|_| same_mirror).and_then(|s| s.signed_by.as_ref()) {
+                Some(SignedBy::Inline(block)) => Keys { armored: vec![block.clone()], ..Keys::default() },
+                Some(SignedBy::Keys { files, fingerprints }) if !files.is_empty() => {
+                    Keys { files: files.clone(), fingerprints: fingerprints.clone(), ..Keys::default() }
+                }
                 Some(SignedBy::Keys { fingerprints, .. }) => Keys {
                     files: trusted_keyrings(root),
                     fingerprints: fingerprints.clone(),
                     ..Keys::default()
                 },
-                None => Keys {
-                    files: vec![root.join(DEFAULT_KEYRING)],
-                    ..Keys::default()
-                },
+                None => Keys { files: vec![root.join(DEFAULT_KEYRING)], ..Keys::default() },
             }
         };
-        Ok(Self {
-            mirror,
-            suite,
-            components,
-            keys,
-        })
+        Ok(Self { mirror, suite, components, keys })
     }
 
     fn dists_url(&self, path: &str) -> String {
-        format!(
-            "{}/dists/{}/{}",
-            self.mirror.trim_end_matches('/'),
-            self.suite,
-            path
-        )
+        format!("{}/dists/{}/{}", self.mirror.trim_end_matches('/'), self.suite, path)
     }
 }
 
@@ -223,11 +178,7 @@ pub struct Client {
 impl Client {
     /// A client with at most 8 downloads at once.
     pub fn new(cache: Cache) -> Self {
-        Self {
-            transport: Transport::new(),
-            cache,
-            parallel: 8,
-        }
+        Self { transport: Transport::new(), cache, parallel: 8 }
     }
 
     #[must_use]
@@ -247,9 +198,7 @@ impl Client {
     /// Fetches `dists/SUITE/InRelease`, verifies its signature and that it is the requested suite and
     /// not expired (against the current time).
     pub fn open(&self, spec: &RepoSpec) -> Result<Repository, RepoError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         self.open_at(spec, now)
     }
 
@@ -257,34 +206,17 @@ impl Client {
     pub fn open_at(&self, spec: &RepoSpec, now: i64) -> Result<Repository, RepoError> {
         let url = spec.dists_url("InRelease");
         let signed = self.transport.get(&url, MAX_INRELEASE)?;
-        let verified =
-            verify_clearsigned(&signed, &spec.keys).map_err(|source| RepoError::Signature {
-                url: url.clone(),
-                source,
-            })?;
+        let verified = verify_clearsigned(&signed, &spec.keys)
+            .map_err(|source| RepoError::Signature { url: url.clone(), source })?;
         let text = String::from_utf8_lossy(&verified.content);
-        let release = Release::parse(&text).map_err(|source| RepoError::Release {
-            url: url.clone(),
-            source,
-        })?;
+        let release =
+            Release::parse(&text).map_err(|source| RepoError::Release { url: url.clone(), source })?;
         if !release.describes(&spec.suite) {
-            let found = release
-                .codename
-                .clone()
-                .or_else(|| release.suite.clone())
-                .unwrap_or_default();
-            return Err(RepoError::WrongSuite {
-                url,
-                requested: spec.suite.clone(),
-                found,
-            });
+            let found = release.codename.clone().or_else(|| release.suite.clone()).unwrap_or_default();
+            return Err(RepoError::WrongSuite { url, requested: spec.suite.clone(), found });
         }
         if let Some(valid_until) = release.valid_until.filter(|_| release.expired_at(now)) {
-            return Err(RepoError::Expired {
-                url,
-                valid_until,
-                now,
-            });
+            return Err(RepoError::Expired { url, valid_until, now });
         }
         Ok(Repository {
             client: self.clone(),
@@ -298,9 +230,7 @@ impl Client {
     /// Downloads the `.deb` files of `packages` into the cache (verified against their index entries),
     /// returning their cache paths in the same order.
     pub fn download(&self, packages: &[Package]) -> Result<Vec<PathBuf>, RepoError> {
-        Ok(self
-            .cache
-            .download_all(&self.transport, packages, self.parallel)?)
+        Ok(self.cache.download_all(&self.transport, packages, self.parallel)?)
     }
 }
 
@@ -363,25 +293,15 @@ impl Repository {
         let path = match cache.fetch(transport, &url, target.entry, &target.path) {
             // A mirror that lags behind may not have the by-hash copy yet; the plain path is checked
             // against the same digest.
-            Err(DownloadError::Fetch(e))
-                if e.is_not_found() && target.fetch_path != target.path =>
-            {
-                cache.fetch(
-                    transport,
-                    &self.spec.dists_url(&target.path),
-                    target.entry,
-                    &target.path,
-                )?
+            Err(DownloadError::Fetch(e)) if e.is_not_found() && target.fetch_path != target.path => {
+                cache.fetch(transport, &self.spec.dists_url(&target.path), target.entry, &target.path)?
             }
             other => other?,
         };
-        let text =
-            decompress(&path, target.compression).map_err(|source| RepoError::Decompress {
-                url: url.clone(),
-                source,
-            })?;
-        let packages = parse_packages(&text, &self.mirror)
-            .map_err(|source| RepoError::Packages { url, source })?;
+        let text = decompress(&path, target.compression)
+            .map_err(|source| RepoError::Decompress { url: url.clone(), source })?;
+        let packages =
+            parse_packages(&text, &self.mirror).map_err(|source| RepoError::Packages { url, source })?;
         Ok(Some(packages))
     }
 }
@@ -425,24 +345,16 @@ mod tests {
 
     #[test]
     fn a_suite_picks_its_own_source() {
-        let o = Overrides {
-            suite: Some("stable-security".into()),
-            ..Overrides::default()
-        };
+        let o = Overrides { suite: Some("stable-security".into()), ..Overrides::default() };
         let spec = RepoSpec::choose(&host(), &o, Path::new("/r")).unwrap();
         assert_eq!(spec.mirror, "http://security.invalid/debian-security");
         assert_eq!(spec.components, ["main"]);
         // No Signed-By there: the archive keyring under the root.
         assert_eq!(spec.keys.files, [PathBuf::from("/r").join(DEFAULT_KEYRING)]);
         // A suite the host doesn't list uses the main archive's mirror.
-        let o = Overrides {
-            suite: Some("testing".into()),
-            ..Overrides::default()
-        };
+        let o = Overrides { suite: Some("testing".into()), ..Overrides::default() };
         assert_eq!(
-            RepoSpec::choose(&host(), &o, Path::new("/r"))
-                .unwrap()
-                .mirror,
+            RepoSpec::choose(&host(), &o, Path::new("/r")).unwrap().mirror,
             "http://mirror.invalid/debian"
         );
     }
@@ -461,10 +373,7 @@ mod tests {
         assert_eq!(spec.components, ["main", "extra"]);
         assert_eq!(spec.keys.files, [PathBuf::from("/keys/test.gpg")]);
         // Another mirror does not inherit the host source's Signed-By.
-        let o = Overrides {
-            mirror: Some("http://127.0.0.1:9/repo".into()),
-            ..Overrides::default()
-        };
+        let o = Overrides { mirror: Some("http://127.0.0.1:9/repo".into()), ..Overrides::default() };
         let spec = RepoSpec::choose(&host(), &o, Path::new("/r")).unwrap();
         assert_eq!(spec.keys.files, [PathBuf::from("/r").join(DEFAULT_KEYRING)]);
     }
@@ -475,13 +384,7 @@ mod tests {
             RepoSpec::choose(&[], &Overrides::default(), Path::new("/")),
             Err(RepoError::NoSuite)
         ));
-        let o = Overrides {
-            suite: Some("x".into()),
-            ..Overrides::default()
-        };
-        assert!(matches!(
-            RepoSpec::choose(&[], &o, Path::new("/")),
-            Err(RepoError::NoSource { .. })
-        ));
+        let o = Overrides { suite: Some("x".into()), ..Overrides::default() };
+        assert!(matches!(RepoSpec::choose(&[], &o, Path::new("/")), Err(RepoError::NoSource { .. })));
     }
 }

@@ -79,12 +79,7 @@ pub enum Wanted {
     /// The variant names it (`apt`).
     VariantMember,
     /// Another package's `Depends`/`Pre-Depends` names it.
-    Dependency {
-        package: String,
-        version: Version,
-        field: DepField,
-        requirement: String,
-    },
+    Dependency { package: String, version: Version, field: DepField, requirement: String },
 }
 
 impl fmt::Display for Wanted {
@@ -94,12 +89,7 @@ impl fmt::Display for Wanted {
             Wanted::Essential => f.write_str("it is Essential"),
             Wanted::Priority(p) => write!(f, "it has Priority: {p}"),
             Wanted::VariantMember => f.write_str("the variant includes it"),
-            Wanted::Dependency {
-                package,
-                version,
-                field,
-                requirement,
-            } => {
+            Wanted::Dependency { package, version, field, requirement } => {
                 write!(f, "{package} {version} {} {requirement}", field.verb())
             }
         }
@@ -114,32 +104,17 @@ pub enum Rejection {
     /// The request excludes it.
     Excluded { name: String },
     /// The package exists, but no version fits.
-    NoFittingVersion {
-        name: String,
-        wanted: String,
-        available: Vec<Version>,
-    },
+    NoFittingVersion { name: String, wanted: String, available: Vec<Version> },
     /// Only providers exist, and none provides a fitting version.
-    NoFittingProvider {
-        name: String,
-        wanted: String,
-        providers: Vec<String>,
-    },
+    NoFittingProvider { name: String, wanted: String, providers: Vec<String> },
     /// The architecture qualifier can't be met (e.g. `:any` on a package that is not `Multi-Arch: allowed`).
     Architecture { name: String, qualifier: String },
     /// Another version of the package is already selected.
     OtherVersionSelected { candidate: String, selected: String },
     /// The candidate and a selected package conflict.
-    Conflict {
-        candidate: String,
-        other: String,
-        relation: String,
-    },
+    Conflict { candidate: String, other: String, relation: String },
     /// The candidate was tried, but its own dependencies failed.
-    DependencyFailed {
-        candidate: String,
-        cause: Box<Unsatisfiable>,
-    },
+    DependencyFailed { candidate: String, cause: Box<Unsatisfiable> },
     /// Resolution gave up trying further candidates (too many attempts).
     GaveUp,
 }
@@ -151,47 +126,21 @@ impl fmt::Display for Rejection {
                 write!(f, "{name} is not in the repository and nothing provides it")
             }
             Rejection::Excluded { name } => write!(f, "{name} is excluded by the request"),
-            Rejection::NoFittingVersion {
-                name, available, ..
-            } => {
+            Rejection::NoFittingVersion { name, available, .. } => {
                 let list: Vec<String> = available.iter().map(Version::to_string).collect();
                 write!(f, "the repository has only {name} {}", list.join(", "))
             }
-            Rejection::NoFittingProvider {
-                name,
-                wanted,
-                providers,
-            } => {
-                write!(
-                    f,
-                    "{name} is virtual and no provider fits {wanted}: {}",
-                    providers.join(", ")
-                )
+            Rejection::NoFittingProvider { name, wanted, providers } => {
+                write!(f, "{name} is virtual and no provider fits {wanted}: {}", providers.join(", "))
             }
             Rejection::Architecture { name, qualifier } => {
-                write!(
-                    f,
-                    "no package of the native architecture matches {name}:{qualifier}"
-                )
+                write!(f, "no package of the native architecture matches {name}:{qualifier}")
             }
-            Rejection::OtherVersionSelected {
-                candidate,
-                selected,
-            } => {
-                write!(
-                    f,
-                    "{candidate} can't be used because {selected} is already selected"
-                )
+            Rejection::OtherVersionSelected { candidate, selected } => {
+                write!(f, "{candidate} can't be used because {selected} is already selected")
             }
-            Rejection::Conflict {
-                candidate,
-                other,
-                relation,
-            } => {
-                write!(
-                    f,
-                    "{candidate} conflicts with the selected {other} ({relation})"
-                )
+            Rejection::Conflict { candidate, other, relation } => {
+                write!(f, "{candidate} conflicts with the selected {other} ({relation})")
             }
             Rejection::DependencyFailed { candidate, cause } => {
                 write!(f, "{candidate} can't be installed: {}", cause.summary())
@@ -243,10 +192,7 @@ impl fmt::Display for Unsatisfiable {
         let cause = self.root_cause();
         f.write_str(&cause.summary())?;
         for pair in cause.wanted_by.windows(2) {
-            if let Wanted::Dependency {
-                package, version, ..
-            } = &pair[0]
-            {
+            if let Wanted::Dependency { package, version, .. } = &pair[0] {
                 write!(f, "\n  {package} {version} is wanted because {}", pair[1])?;
             }
         }
@@ -267,11 +213,7 @@ pub struct ConflictPair {
 
 impl fmt::Display for ConflictPair {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} conflicts with {} ({})",
-            self.package, self.other, self.relation
-        )
+        write!(f, "{} conflicts with {} ({})", self.package, self.other, self.relation)
     }
 }
 
@@ -305,13 +247,7 @@ impl Universe {
         let packages: Vec<Package> = packages
             .into_iter()
             .filter(|p| p.architecture == arch || p.architecture == "all")
-            .filter(|p| {
-                seen.insert((
-                    p.name.clone(),
-                    p.version.to_string(),
-                    p.architecture.clone(),
-                ))
-            })
+            .filter(|p| seen.insert((p.name.clone(), p.version.to_string(), p.architecture.clone())))
             .collect();
         let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
         let mut providers: HashMap<String, Vec<usize>> = HashMap::new();
@@ -322,12 +258,7 @@ impl Universe {
             }
         }
         for list in by_name.values_mut() {
-            list.sort_by(|&a, &b| {
-                packages[b]
-                    .version
-                    .cmp(&packages[a].version)
-                    .then(a.cmp(&b))
-            });
+            list.sort_by(|&a, &b| packages[b].version.cmp(&packages[a].version).then(a.cmp(&b)));
         }
         for list in providers.values_mut() {
             list.sort_by(|&a, &b| {
@@ -341,12 +272,7 @@ impl Universe {
             });
             list.dedup();
         }
-        Self {
-            arch: arch.to_owned(),
-            packages,
-            by_name,
-            providers,
-        }
+        Self { arch: arch.to_owned(), packages, by_name, providers }
     }
 
     pub fn arch(&self) -> &str {
@@ -359,11 +285,7 @@ impl Universe {
 
     /// All versions of a package, highest first.
     pub fn versions(&self, name: &str) -> impl Iterator<Item = &Package> {
-        self.by_name
-            .get(name)
-            .into_iter()
-            .flatten()
-            .map(|&i| &self.packages[i])
+        self.by_name.get(name).into_iter().flatten().map(|&i| &self.packages[i])
     }
 
     /// The highest version of a package.
@@ -457,18 +379,12 @@ impl<'u> Resolver<'u> {
                 None => (entry.trim(), None),
             };
             if name.is_empty() {
-                return Err(ResolveError::BadInclude {
-                    entry: entry.clone(),
-                    reason: "empty name".into(),
-                });
+                return Err(ResolveError::BadInclude { entry: entry.clone(), reason: "empty name".into() });
             }
             let relation = Relation {
                 name: name.to_owned(),
                 arch_qualifier: None,
-                constraint: version.map(|version| Constraint {
-                    op: Op::Eq,
-                    version,
-                }),
+                constraint: version.map(|version| Constraint { op: Op::Eq, version }),
                 arches: Vec::new(),
                 profiles: Vec::new(),
             };
@@ -476,18 +392,14 @@ impl<'u> Resolver<'u> {
                 return Err(unsat(
                     &relation.to_string(),
                     vec![Wanted::Included],
-                    vec![Rejection::Excluded {
-                        name: name.to_owned(),
-                    }],
+                    vec![Rejection::Excluded { name: name.to_owned() }],
                 ));
             }
             if self.u.by_name.contains_key(name) {
-                let found = self.u.by_name[name].iter().copied().find(|&i| {
-                    relation
-                        .constraint
-                        .as_ref()
-                        .is_none_or(|c| c.matches(&self.pkg(i).version))
-                });
+                let found = self.u.by_name[name]
+                    .iter()
+                    .copied()
+                    .find(|&i| relation.constraint.as_ref().is_none_or(|c| c.matches(&self.pkg(i).version)));
                 match found {
                     Some(i) if !self.by_name.contains_key(name) => {
                         self.select(i);
@@ -538,9 +450,7 @@ impl<'u> Resolver<'u> {
                 }
             };
             if let Some(why) = why {
-                if !self.excluded.contains(name.as_str())
-                    && !self.by_name.contains_key(name.as_str())
-                {
+                if !self.excluded.contains(name.as_str()) && !self.by_name.contains_key(name.as_str()) {
                     self.select(i);
                     seeds.push((i, why));
                 }
@@ -551,11 +461,7 @@ impl<'u> Resolver<'u> {
             && !self.excluded.contains("apt")
         {
             let relation = simple_relation("apt");
-            return Err(unsat(
-                "apt",
-                vec![Wanted::VariantMember],
-                vec![self.no_fitting_version(&relation)],
-            ));
+            return Err(unsat("apt", vec![Wanted::VariantMember], vec![self.no_fitting_version(&relation)]));
         }
 
         // Phase 2: satisfy every seed's dependencies, then the virtual includes.
@@ -579,23 +485,16 @@ impl<'u> Resolver<'u> {
         if !conflicts.is_empty() {
             return Err(ResolveError::Conflicts(conflicts));
         }
-        let mut packages: Vec<Package> =
-            self.selected.iter().map(|&i| self.pkg(i).clone()).collect();
+        let mut packages: Vec<Package> = self.selected.iter().map(|&i| self.pkg(i).clone()).collect();
         packages.sort_by(|a, b| a.name.cmp(&b.name));
         let install_order = self.install_order();
-        Ok(Resolution {
-            packages,
-            install_order,
-        })
+        Ok(Resolution { packages, install_order })
     }
 
     /// Satisfies the `Pre-Depends` and `Depends` of a selected package (the stack says why it is wanted).
     fn process(&mut self, i: usize) -> Result<(), Unsatisfiable> {
         let p = self.pkg(i);
-        for (field, groups) in [
-            (DepField::PreDepends, &p.pre_depends),
-            (DepField::Depends, &p.depends),
-        ] {
+        for (field, groups) in [(DepField::PreDepends, &p.pre_depends), (DepField::Depends, &p.depends)] {
             for group in groups {
                 let Some(group) = self.applicable(group) else {
                     continue;
@@ -616,12 +515,7 @@ impl<'u> Resolver<'u> {
 
     /// The alternatives of a group that apply to the native architecture (`None` if none do).
     fn applicable(&self, group: &Alternatives) -> Option<Alternatives> {
-        let alts: Vec<Relation> = group
-            .0
-            .iter()
-            .filter(|r| r.applies_to(&self.u.arch))
-            .cloned()
-            .collect();
+        let alts: Vec<Relation> = group.0.iter().filter(|r| r.applies_to(&self.u.arch)).cloned().collect();
         (!alts.is_empty()).then_some(Alternatives(alts))
     }
 
@@ -650,25 +544,14 @@ impl<'u> Resolver<'u> {
     fn satisfied_by(&self, relation: &Relation) -> Option<usize> {
         if let Some(&i) = self.by_name.get(relation.name.as_str()) {
             let p = self.pkg(i);
-            if self.arch_ok(p, relation)
-                && relation
-                    .constraint
-                    .as_ref()
-                    .is_none_or(|c| c.matches(&p.version))
+            if self.arch_ok(p, relation) && relation.constraint.as_ref().is_none_or(|c| c.matches(&p.version))
             {
                 return Some(i);
             }
         }
-        self.u
-            .providers
-            .get(&relation.name)
-            .into_iter()
-            .flatten()
-            .copied()
-            .find(|&i| {
-                self.by_name.get(self.pkg(i).name.as_str()) == Some(&i)
-                    && self.provides_fitting(i, relation)
-            })
+        self.u.providers.get(&relation.name).into_iter().flatten().copied().find(|&i| {
+            self.by_name.get(self.pkg(i).name.as_str()) == Some(&i) && self.provides_fitting(i, relation)
+        })
     }
 
     fn satisfy(&mut self, group: &Alternatives) -> Result<(), Unsatisfiable> {
@@ -695,11 +578,7 @@ impl<'u> Resolver<'u> {
 
     fn failure(&self, group: &Alternatives, rejections: Vec<Rejection>) -> Unsatisfiable {
         let wanted_by = self.stack.iter().rev().cloned().collect();
-        Unsatisfiable {
-            requirement: group.to_string(),
-            wanted_by,
-            rejections,
-        }
+        Unsatisfiable { requirement: group.to_string(), wanted_by, rejections }
     }
 
     /// The packages that could satisfy a relation, in preference order, and why others can't.
@@ -709,24 +588,14 @@ impl<'u> Resolver<'u> {
         let real = self.u.by_name.get(&relation.name);
         if let Some(list) = real {
             if self.excluded.contains(relation.name.as_str()) {
-                rejected.push(Rejection::Excluded {
-                    name: relation.name.clone(),
-                });
+                rejected.push(Rejection::Excluded { name: relation.name.clone() });
             } else {
-                let arch_fit: Vec<usize> = list
-                    .iter()
-                    .copied()
-                    .filter(|&i| self.arch_ok(self.pkg(i), relation))
-                    .collect();
+                let arch_fit: Vec<usize> =
+                    list.iter().copied().filter(|&i| self.arch_ok(self.pkg(i), relation)).collect();
                 let fit: Vec<usize> = arch_fit
                     .iter()
                     .copied()
-                    .filter(|&i| {
-                        relation
-                            .constraint
-                            .as_ref()
-                            .is_none_or(|c| c.matches(&self.pkg(i).version))
-                    })
+                    .filter(|&i| relation.constraint.as_ref().is_none_or(|c| c.matches(&self.pkg(i).version)))
                     .collect();
                 if arch_fit.is_empty() {
                     rejected.push(Rejection::Architecture {
@@ -757,37 +626,26 @@ impl<'u> Resolver<'u> {
                     .filter(|p| self.excluded.contains(p.name.as_str()))
                     .collect();
                 if excluded.len() == list.len() {
-                    rejected.extend(excluded.iter().map(|p| Rejection::Excluded {
-                        name: p.name.clone(),
-                    }));
+                    rejected.extend(excluded.iter().map(|p| Rejection::Excluded { name: p.name.clone() }));
                 } else {
                     rejected.push(Rejection::NoFittingProvider {
                         name: relation.name.clone(),
                         wanted: relation.to_string(),
-                        providers: list
-                            .iter()
-                            .map(|&i| self.provide_text(i, &relation.name))
-                            .collect(),
+                        providers: list.iter().map(|&i| self.provide_text(i, &relation.name)).collect(),
                     });
                 }
             }
             out.extend(fit);
         }
         if real.is_none() && providers.is_none() {
-            rejected.push(Rejection::Missing {
-                name: relation.name.clone(),
-            });
+            rejected.push(Rejection::Missing { name: relation.name.clone() });
         }
         (out, rejected)
     }
 
     fn provide_text(&self, i: usize, name: &str) -> String {
         let p = self.pkg(i);
-        let version = p
-            .provides
-            .iter()
-            .find(|pr| pr.name == name)
-            .and_then(|pr| pr.version.as_ref());
+        let version = p.provides.iter().find(|pr| pr.name == name).and_then(|pr| pr.version.as_ref());
         match version {
             Some(v) => format!("{} provides {name} (= {v})", p.id()),
             None => format!("{} provides {name} without a version", p.id()),
@@ -796,12 +654,9 @@ impl<'u> Resolver<'u> {
 
     fn no_fitting_version(&self, relation: &Relation) -> Rejection {
         match self.u.by_name.get(&relation.name) {
-            None => Rejection::Missing {
-                name: relation.name.clone(),
-            },
+            None => Rejection::Missing { name: relation.name.clone() },
             Some(list) => {
-                let mut available: Vec<Version> =
-                    list.iter().map(|&i| self.pkg(i).version.clone()).collect();
+                let mut available: Vec<Version> = list.iter().map(|&i| self.pkg(i).version.clone()).collect();
                 available.sort();
                 Rejection::NoFittingVersion {
                     name: relation.name.clone(),
@@ -821,11 +676,7 @@ impl<'u> Resolver<'u> {
                 selected: self.pkg(other).id(),
             });
         }
-        if let Some(c) = self
-            .selected
-            .iter()
-            .find_map(|&s| self.conflict_between(i, s))
-        {
+        if let Some(c) = self.selected.iter().find_map(|&s| self.conflict_between(i, s)) {
             return Err(Rejection::Conflict {
                 candidate: p.id(),
                 other: c.other_of(self, i),
@@ -839,10 +690,7 @@ impl<'u> Resolver<'u> {
             Ok(()) => Ok(()),
             Err(cause) => {
                 self.undo_to(mark);
-                Err(Rejection::DependencyFailed {
-                    candidate: p.id(),
-                    cause: Box::new(cause),
-                })
+                Err(Rejection::DependencyFailed { candidate: p.id(), cause: Box::new(cause) })
             }
         }
     }
@@ -858,8 +706,8 @@ impl<'u> Resolver<'u> {
         }
         for (field, list) in [("Conflicts", &pa.conflicts), ("Breaks", &pa.breaks)] {
             for r in list {
-                let direct = r.name == pb.name
-                    && r.constraint.as_ref().is_none_or(|c| c.matches(&pb.version));
+                let direct =
+                    r.name == pb.name && r.constraint.as_ref().is_none_or(|c| c.matches(&pb.version));
                 let provided = pb.provides.iter().any(|prov| {
                     prov.name == r.name
                         && match (&r.constraint, &prov.version) {
@@ -878,17 +726,9 @@ impl<'u> Resolver<'u> {
 
     fn conflict_between(&self, a: usize, b: usize) -> Option<Found> {
         if let Some(relation) = self.declares_conflict(a, b) {
-            return Some(Found {
-                declarer: a,
-                target: b,
-                relation,
-            });
+            return Some(Found { declarer: a, target: b, relation });
         }
-        self.declares_conflict(b, a).map(|relation| Found {
-            declarer: b,
-            target: a,
-            relation,
-        })
+        self.declares_conflict(b, a).map(|relation| Found { declarer: b, target: a, relation })
     }
 
     fn conflicts(&self) -> Vec<ConflictPair> {
@@ -898,11 +738,7 @@ impl<'u> Resolver<'u> {
         for &a in &sorted {
             for &b in &sorted {
                 if let Some(relation) = self.declares_conflict(a, b) {
-                    out.push(ConflictPair {
-                        package: self.pkg(a).id(),
-                        other: self.pkg(b).id(),
-                        relation,
-                    });
+                    out.push(ConflictPair { package: self.pkg(a).id(), other: self.pkg(b).id(), relation });
                 }
             }
         }
@@ -947,11 +783,8 @@ impl<'u> Resolver<'u> {
         }
         let mut order = Vec::with_capacity(nodes.len());
         for component in tarjan.components {
-            order.extend(
-                order_cycle(&component, &edges)
-                    .into_iter()
-                    .map(|n| self.pkg(nodes[n]).name.clone()),
-            );
+            order
+                .extend(order_cycle(&component, &edges).into_iter().map(|n| self.pkg(nodes[n]).name.clone()));
         }
         order
     }
@@ -965,11 +798,7 @@ struct Found {
 
 impl Found {
     fn other_of(&self, r: &Resolver<'_>, candidate: usize) -> String {
-        let other = if self.declarer == candidate {
-            self.target
-        } else {
-            self.declarer
-        };
+        let other = if self.declarer == candidate { self.target } else { self.declarer };
         r.pkg(other).id()
     }
 }
@@ -1100,26 +929,17 @@ mod tests {
         for (k, v) in fields {
             s.push_str(&format!("{k}: {v}\n"));
         }
-        s.push_str(&format!(
-            "Filename: pool/{name}_{version}.deb\nSize: 1\nSHA256: {}\n\n",
-            "0".repeat(64)
-        ));
+        s.push_str(&format!("Filename: pool/{name}_{version}.deb\nSize: 1\nSHA256: {}\n\n", "0".repeat(64)));
         s
     }
 
     fn universe(records: &[String]) -> Universe {
         let text: String = records.concat();
-        Universe::new(
-            "amd64",
-            parse_packages(&text, &Arc::from("http://127.0.0.1:1")).unwrap(),
-        )
+        Universe::new("amd64", parse_packages(&text, &Arc::from("http://127.0.0.1:1")).unwrap())
     }
 
     fn names(r: &Resolution) -> Vec<String> {
-        r.packages
-            .iter()
-            .map(|p| format!("{}={}", p.name, p.version))
-            .collect()
+        r.packages.iter().map(|p| format!("{}={}", p.name, p.version)).collect()
     }
 
     fn custom(include: &[&str]) -> Request {
@@ -1139,51 +959,20 @@ mod tests {
 
     fn base() -> Vec<String> {
         vec![
-            rec(
-                "base-files",
-                "13",
-                &[("Essential", "yes"), ("Priority", "required")],
-            ),
+            rec("base-files", "13", &[("Essential", "yes"), ("Priority", "required")]),
             rec("libc6", "2.36-9", &[("Priority", "optional")]),
             rec(
                 "dash",
                 "0.5",
-                &[
-                    ("Essential", "yes"),
-                    ("Priority", "required"),
-                    ("Pre-Depends", "libc6 (>= 2.34)"),
-                ],
+                &[("Essential", "yes"), ("Priority", "required"), ("Pre-Depends", "libc6 (>= 2.34)")],
             ),
-            rec(
-                "mawk",
-                "1.3",
-                &[
-                    ("Priority", "required"),
-                    ("Provides", "awk"),
-                    ("Depends", "libc6"),
-                ],
-            ),
-            rec(
-                "gawk",
-                "5.2",
-                &[("Priority", "optional"), ("Provides", "awk")],
-            ),
-            rec(
-                "apt",
-                "2.6",
-                &[
-                    ("Priority", "important"),
-                    ("Depends", "libc6, gpgv | gpgv2"),
-                ],
-            ),
+            rec("mawk", "1.3", &[("Priority", "required"), ("Provides", "awk"), ("Depends", "libc6")]),
+            rec("gawk", "5.2", &[("Priority", "optional"), ("Provides", "awk")]),
+            rec("apt", "2.6", &[("Priority", "important"), ("Depends", "libc6, gpgv | gpgv2")]),
             rec("gpgv", "2.2", &[("Priority", "optional")]),
             rec("gpgv2", "2.2", &[("Priority", "optional")]),
             rec("less", "590", &[("Priority", "important")]),
-            rec(
-                "man-db",
-                "2.11",
-                &[("Priority", "standard"), ("Depends", "awk")],
-            ),
+            rec("man-db", "2.11", &[("Priority", "standard"), ("Depends", "awk")]),
             rec("vim", "9.0", &[("Priority", "optional")]),
         ]
     }
@@ -1193,23 +982,13 @@ mod tests {
         let r = universe(&base()).resolve(&Request::default()).unwrap();
         assert_eq!(
             names(&r),
-            [
-                "apt=2.6",
-                "base-files=13",
-                "dash=0.5",
-                "gpgv=2.2",
-                "libc6=2.36-9",
-                "mawk=1.3"
-            ]
+            ["apt=2.6", "base-files=13", "dash=0.5", "gpgv=2.2", "libc6=2.36-9", "mawk=1.3"]
         );
     }
 
     #[test]
     fn standard_adds_important_and_standard_and_prefers_selected_providers() {
-        let req = Request {
-            variant: Variant::Standard,
-            ..Request::default()
-        };
+        let req = Request { variant: Variant::Standard, ..Request::default() };
         let r = universe(&base()).resolve(&req).unwrap();
         // man-db needs awk: mawk is already selected, so gawk is not added.
         assert_eq!(
@@ -1230,26 +1009,16 @@ mod tests {
     #[test]
     fn alternatives_take_the_first_satisfiable_or_an_already_selected_one() {
         let u = universe(&[
-            rec(
-                "app",
-                "1",
-                &[("Depends", "missing | old (>= 2) | good | other")],
-            ),
+            rec("app", "1", &[("Depends", "missing | old (>= 2) | good | other")]),
             rec("old", "1", &[]),
             rec("good", "1", &[]),
             rec("other", "1", &[]),
             rec("app2", "1", &[("Depends", "good2 | other")]),
             rec("good2", "1", &[]),
         ]);
-        assert_eq!(
-            names(&u.resolve(&custom(&["app"])).unwrap()),
-            ["app=1", "good=1"]
-        );
+        assert_eq!(names(&u.resolve(&custom(&["app"])).unwrap()), ["app=1", "good=1"]);
         // `other` is wanted anyway, so it satisfies app2's group rather than good2.
-        assert_eq!(
-            names(&u.resolve(&custom(&["app2", "other"])).unwrap()),
-            ["app2=1", "other=1"]
-        );
+        assert_eq!(names(&u.resolve(&custom(&["app2", "other"])).unwrap()), ["app2=1", "other=1"]);
     }
 
     #[test]
@@ -1274,22 +1043,10 @@ mod tests {
             rec("pinned", "1", &[("Depends", "lib (<< 2.0)")]),
             rec("exact", "1", &[("Depends", "lib (= 2.0~rc1)")]),
         ]);
-        assert_eq!(
-            names(&u.resolve(&custom(&["new"])).unwrap()),
-            ["lib=2.0", "new=1"]
-        );
-        assert_eq!(
-            names(&u.resolve(&custom(&["pinned"])).unwrap()),
-            ["lib=2.0~rc1", "pinned=1"]
-        );
-        assert_eq!(
-            names(&u.resolve(&custom(&["exact"])).unwrap()),
-            ["exact=1", "lib=2.0~rc1"]
-        );
-        assert_eq!(
-            names(&u.resolve(&custom(&["lib=1.0"])).unwrap()),
-            ["lib=1.0"]
-        );
+        assert_eq!(names(&u.resolve(&custom(&["new"])).unwrap()), ["lib=2.0", "new=1"]);
+        assert_eq!(names(&u.resolve(&custom(&["pinned"])).unwrap()), ["lib=2.0~rc1", "pinned=1"]);
+        assert_eq!(names(&u.resolve(&custom(&["exact"])).unwrap()), ["exact=1", "lib=2.0~rc1"]);
+        assert_eq!(names(&u.resolve(&custom(&["lib=1.0"])).unwrap()), ["lib=1.0"]);
         // Two versions of one package can't be installed together.
         let e = unsat_of(u.resolve(&custom(&["lib=1.0", "new"])).unwrap_err());
         assert_eq!(e.requirement, "lib (>= 1.5)");
@@ -1308,10 +1065,7 @@ mod tests {
             rec("needs-newer-editor", "1", &[("Depends", "editor (>= 2)")]),
         ]);
         // Unversioned: providers in name order.
-        assert_eq!(
-            names(&u.resolve(&custom(&["needs-editor"])).unwrap()),
-            ["ed=1", "needs-editor=1"]
-        );
+        assert_eq!(names(&u.resolve(&custom(&["needs-editor"])).unwrap()), ["ed=1", "needs-editor=1"]);
         // Versioned: only a versioned provide fits.
         assert_eq!(
             names(&u.resolve(&custom(&["needs-new-editor"])).unwrap()),
@@ -1355,32 +1109,19 @@ mod tests {
     fn exclude_drops_seeds_and_fails_when_still_needed() {
         let mut recs = base();
         let u = universe(&recs);
-        let req = Request {
-            exclude: vec!["mawk".into()],
-            ..Request::default()
-        };
+        let req = Request { exclude: vec!["mawk".into()], ..Request::default() };
         let r = u.resolve(&req).unwrap();
         assert!(!names(&r).iter().any(|n| n.starts_with("mawk")));
 
         recs.push(rec("tool", "1", &[("Depends", "gpgv")]));
         let u = universe(&recs);
-        let req = Request {
-            include: vec!["tool".into()],
-            exclude: vec!["gpgv".into()],
-            ..Request::default()
-        };
+        let req =
+            Request { include: vec!["tool".into()], exclude: vec!["gpgv".into()], ..Request::default() };
         // apt can still use gpgv2, but tool needs gpgv itself.
         let e = unsat_of(u.resolve(&req).unwrap_err());
         assert_eq!(e.requirement, "gpgv");
-        assert_eq!(
-            e.rejections,
-            [Rejection::Excluded {
-                name: "gpgv".into()
-            }]
-        );
-        assert!(e
-            .to_string()
-            .starts_with("tool 1 depends on gpgv, but gpgv is excluded by the request"));
+        assert_eq!(e.rejections, [Rejection::Excluded { name: "gpgv".into() }]);
+        assert!(e.to_string().starts_with("tool 1 depends on gpgv, but gpgv is excluded by the request"));
     }
 
     #[test]
@@ -1393,10 +1134,7 @@ mod tests {
             rec("c", "1", &[("Breaks", "b (<< 2)")]),
         ]);
         // impl-x would conflict with the requested b, so impl-y is taken.
-        assert_eq!(
-            names(&u.resolve(&custom(&["a", "b"])).unwrap()),
-            ["a=1", "b=1", "impl-y=1"]
-        );
+        assert_eq!(names(&u.resolve(&custom(&["a", "b"])).unwrap()), ["a=1", "b=1", "impl-y=1"]);
         match u.resolve(&custom(&["b", "c"])).unwrap_err() {
             ResolveError::Conflicts(c) => {
                 assert_eq!(
@@ -1422,19 +1160,13 @@ mod tests {
             rec("c", "1", &[("Depends", "perl:i386")]),
             rec("d", "1", &[("Depends", "python3 [i386], perl [!i386]")]),
         ]);
-        assert_eq!(
-            names(&u.resolve(&custom(&["a"])).unwrap()),
-            ["a=1", "perl=5.36", "python3=3.11"]
-        );
+        assert_eq!(names(&u.resolve(&custom(&["a"])).unwrap()), ["a=1", "perl=5.36", "python3=3.11"]);
         assert!(matches!(
             unsat_of(u.resolve(&custom(&["b"])).unwrap_err()).rejections[0],
             Rejection::Architecture { .. }
         ));
         assert!(u.resolve(&custom(&["c"])).is_err());
-        assert_eq!(
-            names(&u.resolve(&custom(&["d"])).unwrap()),
-            ["d=1", "perl=5.36"]
-        );
+        assert_eq!(names(&u.resolve(&custom(&["d"])).unwrap()), ["d=1", "perl=5.36"]);
     }
 
     #[test]
@@ -1460,11 +1192,7 @@ mod tests {
         let recs = base();
         let mut reversed = recs.clone();
         reversed.reverse();
-        let req = Request {
-            variant: Variant::Standard,
-            include: vec!["vim".into()],
-            exclude: vec![],
-        };
+        let req = Request { variant: Variant::Standard, include: vec!["vim".into()], exclude: vec![] };
         let a = universe(&recs).resolve(&req).unwrap();
         let b = universe(&reversed).resolve(&req).unwrap();
         assert_eq!(names(&a), names(&b));
@@ -1473,17 +1201,11 @@ mod tests {
 
     #[test]
     fn minbase_without_apt_is_an_error_unless_excluded() {
-        let recs: Vec<String> = base()
-            .into_iter()
-            .filter(|r| !r.starts_with("Package: apt\n"))
-            .collect();
+        let recs: Vec<String> = base().into_iter().filter(|r| !r.starts_with("Package: apt\n")).collect();
         let u = universe(&recs);
         let e = unsat_of(u.resolve(&Request::default()).unwrap_err());
         assert_eq!(e.requirement, "apt");
-        let req = Request {
-            exclude: vec!["apt".into()],
-            ..Request::default()
-        };
+        let req = Request { exclude: vec!["apt".into()], ..Request::default() };
         assert!(u.resolve(&req).is_ok());
     }
 }

@@ -41,22 +41,13 @@ pub enum SignatureError {
     #[error("bad signature by key {key}: the signed text was changed")]
     BadSignature { key: String },
     #[error("not signed by any trusted key (signed by {}; keyrings: {})", if keys.is_empty() { "nobody".to_owned() } else { keys.join(", ") }, keyrings.join(", "))]
-    UnknownKey {
-        keys: Vec<String>,
-        keyrings: Vec<String>,
-    },
+    UnknownKey { keys: Vec<String>, keyrings: Vec<String> },
     #[error("signature by {key} uses the weak digest algorithm {algorithm}")]
-    WeakDigest {
-        key: String,
-        algorithm: &'static str,
-    },
+    WeakDigest { key: String, algorithm: &'static str },
     #[error("signature by {key} is not trusted: {reason}")]
     Untrusted { key: String, reason: &'static str },
     #[error("signed by {signer}, which is not one of the allowed fingerprints {allowed:?}")]
-    WrongSigner {
-        signer: String,
-        allowed: Vec<String>,
-    },
+    WrongSigner { signer: String, allowed: Vec<String> },
     #[error("gpgv did not verify the file (exit status {status}): {stderr}")]
     Failed { status: String, stderr: String },
     #[error(transparent)]
@@ -73,11 +64,7 @@ pub struct Verified {
 }
 
 fn normalize_fingerprint(f: &str) -> String {
-    f.trim_end_matches('!')
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect::<String>()
-        .to_ascii_uppercase()
+    f.trim_end_matches('!').chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_uppercase()
 }
 
 /// Verifies a clear-signed file (`InRelease`) and returns its signed content.
@@ -99,11 +86,8 @@ pub fn verify_clearsigned(data: &[u8], keys: &Keys) -> Result<Verified, Signatur
             Err(e) => return Err(e.into()),
         };
         if bytes.starts_with(b"-----BEGIN") {
-            let binary = dearmor(&String::from_utf8_lossy(&bytes)).ok_or_else(|| {
-                SignatureError::BadArmor {
-                    origin: file.display().to_string(),
-                }
-            })?;
+            let binary = dearmor(&String::from_utf8_lossy(&bytes))
+                .ok_or_else(|| SignatureError::BadArmor { origin: file.display().to_string() })?;
             let path = dir.path().join(format!("keyring-{n}.gpg"));
             fs_err::write(&path, binary)?;
             keyrings.push(path);
@@ -112,9 +96,8 @@ pub fn verify_clearsigned(data: &[u8], keys: &Keys) -> Result<Verified, Signatur
         }
     }
     for (n, block) in keys.armored.iter().enumerate() {
-        let binary = dearmor(block).ok_or_else(|| SignatureError::BadArmor {
-            origin: "an inline Signed-By key".into(),
-        })?;
+        let binary = dearmor(block)
+            .ok_or_else(|| SignatureError::BadArmor { origin: "an inline Signed-By key".into() })?;
         let path = dir.path().join(format!("inline-{n}.gpg"));
         fs_err::write(&path, binary)?;
         keyrings.push(path);
@@ -124,41 +107,26 @@ pub fn verify_clearsigned(data: &[u8], keys: &Keys) -> Result<Verified, Signatur
     fs_err::write(&input, data)?;
 
     let mut cmd = Command::new("gpgv");
-    cmd.arg("--homedir")
-        .arg(&home)
-        .args(["--status-fd", "1", "--output"])
-        .arg(&output);
+    cmd.arg("--homedir").arg(&home).args(["--status-fd", "1", "--output"]).arg(&output);
     for k in &keyrings {
         cmd.arg("--keyring").arg(k);
     }
     cmd.arg(&input).env("LC_ALL", "C").stdin(Stdio::null());
-    let out = cmd
-        .output()
-        .map_err(|source| SignatureError::NoGpgv { source })?;
+    let out = cmd.output().map_err(|source| SignatureError::NoGpgv { source })?;
     let status = String::from_utf8_lossy(&out.stdout);
     let signer = match judge(&status, &keys.fingerprints) {
         Ok(signer) => signer,
         // No signature status at all: gpgv failed before verifying anything (e.g. not a signed file).
-        Err(SignatureError::UnknownKey { keys: ids, .. })
-            if ids.is_empty() && !out.status.success() =>
-        {
+        Err(SignatureError::UnknownKey { keys: ids, .. }) if ids.is_empty() && !out.status.success() => {
             return Err(SignatureError::Failed {
                 status: out.status.to_string(),
                 stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
             });
         }
         Err(SignatureError::UnknownKey { keys: ids, .. }) => {
-            let mut keyrings: Vec<String> =
-                keys.files.iter().map(|p| p.display().to_string()).collect();
-            keyrings.extend(
-                keys.armored
-                    .iter()
-                    .map(|_| "an inline Signed-By key".to_owned()),
-            );
-            return Err(SignatureError::UnknownKey {
-                keys: ids,
-                keyrings,
-            });
+            let mut keyrings: Vec<String> = keys.files.iter().map(|p| p.display().to_string()).collect();
+            keyrings.extend(keys.armored.iter().map(|_| "an inline Signed-By key".to_owned()));
+            return Err(SignatureError::UnknownKey { keys: ids, keyrings });
         }
         Err(e) => return Err(e),
     };
@@ -211,11 +179,7 @@ pub fn judge(status: &str, allowed: &[String]) -> Result<String, SignatureError>
         let mut valid: Option<(&str, &str, &str)> = None;
         for words in lines {
             match words.as_slice() {
-                ["BADSIG", key, ..] => {
-                    return Err(SignatureError::BadSignature {
-                        key: (*key).to_owned(),
-                    })
-                }
+                ["BADSIG", key, ..] => return Err(SignatureError::BadSignature { key: (*key).to_owned() }),
                 ["GOODSIG", ..] => verdict = verdict.or(Some(Ok(()))),
                 ["EXPKEYSIG", key, ..] => {
                     verdict = Some(Err(SignatureError::Untrusted {
@@ -236,8 +200,7 @@ pub fn judge(status: &str, allowed: &[String]) -> Result<String, SignatureError>
                     }))
                 }
                 ["ERRSIG", key, ..] => unknown.push((*key).to_owned()),
-                ["VALIDSIG", fpr, _date, _ts, _expire, _ver, _reserved, _pk, hash, _class, rest @ ..] =>
-                {
+                ["VALIDSIG", fpr, _date, _ts, _expire, _ver, _reserved, _pk, hash, _class, rest @ ..] => {
                     valid = Some((fpr, rest.first().copied().unwrap_or(fpr), hash));
                 }
                 _ => {}
@@ -257,28 +220,20 @@ pub fn judge(status: &str, allowed: &[String]) -> Result<String, SignatureError>
             _ => None,
         };
         if let Some(algorithm) = weak {
-            rejected = Some(SignatureError::WeakDigest {
-                key: primary.to_owned(),
-                algorithm,
-            });
+            rejected = Some(SignatureError::WeakDigest { key: primary.to_owned(), algorithm });
             continue;
         }
         let matches = |f: &str| allowed.iter().any(|a| *a == normalize_fingerprint(f));
         if !allowed.is_empty() && !matches(fpr) && !matches(primary) {
-            rejected = Some(SignatureError::WrongSigner {
-                signer: primary.to_owned(),
-                allowed: allowed.clone(),
-            });
+            rejected =
+                Some(SignatureError::WrongSigner { signer: primary.to_owned(), allowed: allowed.clone() });
             continue;
         }
         good = good.or(Some(primary.to_owned()));
     }
     match good {
         Some(signer) => Ok(signer),
-        None => Err(rejected.unwrap_or(SignatureError::UnknownKey {
-            keys: unknown,
-            keyrings: Vec::new(),
-        })),
+        None => Err(rejected.unwrap_or(SignatureError::UnknownKey { keys: unknown, keyrings: Vec::new() })),
     }
 }
 
@@ -363,18 +318,13 @@ mod tests {
 
     #[test]
     fn good_signature_is_accepted() {
-        let status = format!(
-            "[GNUPG:] NEWSIG\n[GNUPG:] GOODSIG B7C5D7D6350947F8 Debian\n{}",
-            validsig(SUB, 10, FPR)
-        );
+        let status =
+            format!("[GNUPG:] NEWSIG\n[GNUPG:] GOODSIG B7C5D7D6350947F8 Debian\n{}", validsig(SUB, 10, FPR));
         assert_eq!(judge(&status, &[]).unwrap(), FPR);
         // The allowed fingerprint may name the primary key or the signing subkey.
         assert_eq!(judge(&status, &[FPR.to_lowercase()]).unwrap(), FPR);
         assert_eq!(judge(&status, &[format!("{SUB}!")]).unwrap(), FPR);
-        assert!(matches!(
-            judge(&status, &["00".into()]),
-            Err(SignatureError::WrongSigner { .. })
-        ));
+        assert!(matches!(judge(&status, &["00".into()]), Err(SignatureError::WrongSigner { .. })));
     }
 
     #[test]
@@ -385,7 +335,8 @@ mod tests {
             validsig(FPR, 10, FPR)
         );
         assert_eq!(judge(&status, &[]).unwrap(), FPR);
-        let only_unknown = "[GNUPG:] ERRSIG 0123456789ABCDEF 1 10 01 1686387173 9 -\n[GNUPG:] NO_PUBKEY 0123456789ABCDEF\n";
+        let only_unknown =
+            "[GNUPG:] ERRSIG 0123456789ABCDEF 1 10 01 1686387173 9 -\n[GNUPG:] NO_PUBKEY 0123456789ABCDEF\n";
         match judge(only_unknown, &[]) {
             Err(SignatureError::UnknownKey { keys, .. }) => assert_eq!(keys, ["0123456789ABCDEF"]),
             other => panic!("{other:?}"),
@@ -394,33 +345,12 @@ mod tests {
 
     #[test]
     fn bad_weak_and_expired_signatures_are_rejected() {
-        let bad = format!(
-            "[GNUPG:] BADSIG B7C5D7D6350947F8 Debian\n{}",
-            validsig(FPR, 10, FPR)
-        );
-        assert!(matches!(
-            judge(&bad, &[]),
-            Err(SignatureError::BadSignature { .. })
-        ));
-        let weak = format!(
-            "[GNUPG:] GOODSIG B7C5D7D6350947F8 Debian\n{}",
-            validsig(FPR, 2, FPR)
-        );
-        assert!(matches!(
-            judge(&weak, &[]),
-            Err(SignatureError::WeakDigest {
-                algorithm: "SHA1",
-                ..
-            })
-        ));
-        let expired = format!(
-            "[GNUPG:] EXPKEYSIG B7C5D7D6350947F8 Debian\n{}",
-            validsig(FPR, 10, FPR)
-        );
-        assert!(matches!(
-            judge(&expired, &[]),
-            Err(SignatureError::Untrusted { .. })
-        ));
+        let bad = format!("[GNUPG:] BADSIG B7C5D7D6350947F8 Debian\n{}", validsig(FPR, 10, FPR));
+        assert!(matches!(judge(&bad, &[]), Err(SignatureError::BadSignature { .. })));
+        let weak = format!("[GNUPG:] GOODSIG B7C5D7D6350947F8 Debian\n{}", validsig(FPR, 2, FPR));
+        assert!(matches!(judge(&weak, &[]), Err(SignatureError::WeakDigest { algorithm: "SHA1", .. })));
+        let expired = format!("[GNUPG:] EXPKEYSIG B7C5D7D6350947F8 Debian\n{}", validsig(FPR, 10, FPR));
+        assert!(matches!(judge(&expired, &[]), Err(SignatureError::Untrusted { .. })));
         // A good signature next to one by an expired key is enough.
         let both = format!(
             "[GNUPG:] NEWSIG\n[GNUPG:] EXPKEYSIG 1111111111111111 Old\n{}[GNUPG:] NEWSIG\n\
@@ -438,7 +368,10 @@ mod tests {
                     -----BEGIN PGP PUBLIC KEY BLOCK-----\na2lsbiE=\n-----END PGP PUBLIC KEY BLOCK-----\n";
         assert_eq!(dearmor(text).unwrap(), b"hellokiln!");
         assert!(dearmor("no armor").is_none());
-        assert!(dearmor("-----BEGIN PGP PUBLIC KEY BLOCK-----\n\naGVs*G8=\n-----END PGP PUBLIC KEY BLOCK-----\n").is_none());
+        assert!(dearmor(
+            "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\naGVs*G8=\n-----END PGP PUBLIC KEY BLOCK-----\n"
+        )
+        .is_none());
         assert_eq!(base64_decode("AAECAwQF").unwrap(), [0, 1, 2, 3, 4, 5]);
     }
 }

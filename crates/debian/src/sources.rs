@@ -17,10 +17,7 @@ use crate::control::{self, ControlError};
 pub enum SignedBy {
     /// Keyring files, and optionally fingerprints that the signing key must have. With only
     /// fingerprints, the keys are looked up in apt's trusted keyrings.
-    Keys {
-        files: Vec<PathBuf>,
-        fingerprints: Vec<String>,
-    },
+    Keys { files: Vec<PathBuf>, fingerprints: Vec<String> },
     /// An ASCII-armored public key block written in the deb822 file itself.
     Inline(String),
 }
@@ -64,12 +61,7 @@ pub enum SourcesError {
     #[error("line {line}: missing field {field}")]
     MissingField { line: usize, field: &'static str },
     #[error("line {line}: invalid {field} {value:?}: {reason}")]
-    InvalidValue {
-        line: usize,
-        field: &'static str,
-        value: String,
-        reason: &'static str,
-    },
+    InvalidValue { line: usize, field: &'static str, value: String, reason: &'static str },
 }
 
 /// A problem reading the host's sources.
@@ -88,10 +80,7 @@ fn split_list(value: &str) -> Vec<String> {
 /// Parses a `Signed-By` value: an armored key block, or keyring paths and fingerprints separated by
 /// commas or whitespace.
 fn parse_signed_by(value: &str) -> SignedBy {
-    if value
-        .trim_start()
-        .starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----")
-    {
+    if value.trim_start().starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----") {
         // Continuation lines carry one leading space, and a lone `.` stands for an empty line.
         let key: Vec<&str> = value
             .lines()
@@ -108,27 +97,17 @@ fn parse_signed_by(value: &str) -> SignedBy {
     }
     let mut files = Vec::new();
     let mut fingerprints = Vec::new();
-    for item in value
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|s| !s.is_empty())
-    {
+    for item in value.split(|c: char| c == ',' || c.is_whitespace()).filter(|s| !s.is_empty()) {
         if item.starts_with('/') {
             files.push(PathBuf::from(item));
         } else {
             fingerprints.push(item.to_owned());
         }
     }
-    SignedBy::Keys {
-        files,
-        fingerprints,
-    }
+    SignedBy::Keys { files, fingerprints }
 }
 
-fn check_suite_components(
-    line: usize,
-    suite: &str,
-    components: &[String],
-) -> Result<(), SourcesError> {
+fn check_suite_components(line: usize, suite: &str, components: &[String]) -> Result<(), SourcesError> {
     if suite.ends_with('/') && !components.is_empty() {
         return Err(SourcesError::InvalidValue {
             line,
@@ -138,10 +117,7 @@ fn check_suite_components(
         });
     }
     if !suite.ends_with('/') && components.is_empty() {
-        return Err(SourcesError::MissingField {
-            line,
-            field: "Components",
-        });
+        return Err(SourcesError::MissingField { line, field: "Components" });
     }
     Ok(())
 }
@@ -152,10 +128,8 @@ pub fn parse_deb822(text: &str) -> Result<Vec<Source>, SourcesError> {
     for para in control::paragraphs(text) {
         let para = para?;
         let line = para.line;
-        let field = |name: &'static str| {
-            para.get(name)
-                .ok_or(SourcesError::MissingField { line, field: name })
-        };
+        let field =
+            |name: &'static str| para.get(name).ok_or(SourcesError::MissingField { line, field: name });
         let types = split_list(field("Types")?);
         let uris = split_list(field("URIs")?);
         let suites = split_list(field("Suites")?);
@@ -214,15 +188,10 @@ pub fn parse_one_line(text: &str) -> Result<Vec<Source>, SourcesError> {
         if content.is_empty() {
             continue;
         }
-        let invalid = |reason| SourcesError::InvalidValue {
-            line,
-            field: "entry",
-            value: content.to_owned(),
-            reason,
-        };
-        let (kind, rest) = content
-            .split_once(char::is_whitespace)
-            .ok_or_else(|| invalid("expected TYPE URI SUITE"))?;
+        let invalid =
+            |reason| SourcesError::InvalidValue { line, field: "entry", value: content.to_owned(), reason };
+        let (kind, rest) =
+            content.split_once(char::is_whitespace).ok_or_else(|| invalid("expected TYPE URI SUITE"))?;
         if kind != "deb" && kind != "deb-src" {
             return Err(invalid("the type must be deb or deb-src"));
         }
@@ -232,9 +201,8 @@ pub fn parse_one_line(text: &str) -> Result<Vec<Source>, SourcesError> {
         if let Some(r) = rest.strip_prefix('[') {
             let close = r.find(']').ok_or_else(|| invalid("unclosed `[`"))?;
             for opt in r[..close].split_whitespace() {
-                let (key, value) = opt
-                    .split_once('=')
-                    .ok_or_else(|| invalid("an option must be key=value"))?;
+                let (key, value) =
+                    opt.split_once('=').ok_or_else(|| invalid("an option must be key=value"))?;
                 let key = key.trim_end_matches(['+', '-']);
                 match key {
                     "arch" => architectures = value.split(',').map(str::to_owned).collect(),
@@ -245,14 +213,8 @@ pub fn parse_one_line(text: &str) -> Result<Vec<Source>, SourcesError> {
             rest = &r[close + 1..];
         }
         let mut words = rest.split_whitespace();
-        let uri = words
-            .next()
-            .ok_or_else(|| invalid("missing URI"))?
-            .to_owned();
-        let suite = words
-            .next()
-            .ok_or_else(|| invalid("missing suite"))?
-            .to_owned();
+        let uri = words.next().ok_or_else(|| invalid("missing URI"))?.to_owned();
+        let suite = words.next().ok_or_else(|| invalid("missing suite"))?.to_owned();
         let components: Vec<String> = words.map(str::to_owned).collect();
         check_suite_components(line, &suite, &components)?;
         out.push(Source {
@@ -283,9 +245,7 @@ pub fn host_sources(root: &Path) -> Result<Vec<Source>, HostSourcesError> {
         let mut names = Vec::new();
         for entry in fs_err::read_dir(&dir)? {
             let path = entry?.path();
-            let ok = path
-                .extension()
-                .is_some_and(|e| e == "list" || e == "sources");
+            let ok = path.extension().is_some_and(|e| e == "list" || e == "sources");
             if ok && path.is_file() {
                 names.push(path);
             }
@@ -301,10 +261,7 @@ pub fn host_sources(root: &Path) -> Result<Vec<Source>, HostSourcesError> {
         } else {
             parse_one_line(&text)
         };
-        let parsed = parsed.map_err(|source| HostSourcesError::Parse {
-            file: file.clone(),
-            source,
-        })?;
+        let parsed = parsed.map_err(|source| HostSourcesError::Parse { file: file.clone(), source })?;
         out.extend(parsed.into_iter().filter(Source::is_binary).map(|mut s| {
             s.file = Some(file.clone());
             s
@@ -326,9 +283,7 @@ mod tests {
         let s = parse_deb822(text).unwrap();
         assert_eq!(s.len(), 5);
         assert_eq!(
-            s.iter()
-                .map(|s| (s.uri.as_str(), s.suite.as_str()))
-                .collect::<Vec<_>>(),
+            s.iter().map(|s| (s.uri.as_str(), s.suite.as_str())).collect::<Vec<_>>(),
             [
                 ("http://a.invalid/debian", "stable"),
                 ("http://a.invalid/debian", "stable-updates"),
@@ -340,10 +295,7 @@ mod tests {
         assert_eq!(s[0].components, ["main", "contrib"]);
         assert_eq!(
             s[0].signed_by,
-            Some(SignedBy::Keys {
-                files: vec!["/usr/share/keyrings/k.gpg".into()],
-                fingerprints: vec![]
-            })
+            Some(SignedBy::Keys { files: vec!["/usr/share/keyrings/k.gpg".into()], fingerprints: vec![] })
         );
         assert!(s[0].is_binary());
         assert!(!s[4].enabled && !s[4].is_binary() && s[4].is_flat());
@@ -376,21 +328,17 @@ mod tests {
     fn deb822_errors() {
         assert_eq!(
             parse_deb822("Types: deb\nSuites: x\nComponents: main\n").unwrap_err(),
-            SourcesError::MissingField {
-                line: 1,
-                field: "URIs"
-            }
+            SourcesError::MissingField { line: 1, field: "URIs" }
         );
         assert!(matches!(
-            parse_deb822("Types: deb\nURIs: http://a.invalid/\nSuites: x\nComponents: main\nEnabled: maybe\n"),
+            parse_deb822(
+                "Types: deb\nURIs: http://a.invalid/\nSuites: x\nComponents: main\nEnabled: maybe\n"
+            ),
             Err(SourcesError::InvalidValue { field: "Enabled", .. })
         ));
         assert_eq!(
             parse_deb822("Types: deb\nURIs: http://a.invalid/\nSuites: x\n").unwrap_err(),
-            SourcesError::MissingField {
-                line: 1,
-                field: "Components"
-            }
+            SourcesError::MissingField { line: 1, field: "Components" }
         );
     }
 
@@ -407,10 +355,7 @@ mod tests {
         assert_eq!(s[0].architectures, ["amd64", "arm64"]);
         assert_eq!(
             s[0].signed_by,
-            Some(SignedBy::Keys {
-                files: vec!["/k/a.gpg".into()],
-                fingerprints: vec![]
-            })
+            Some(SignedBy::Keys { files: vec!["/k/a.gpg".into()], fingerprints: vec![] })
         );
         assert_eq!(s[0].line, 3);
         assert!(s[0].is_binary());

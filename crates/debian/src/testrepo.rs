@@ -25,9 +25,10 @@ use crate::release::Sha256;
 pub const EPOCH: i64 = 1_704_067_200;
 
 fn run(cmd: &mut Command) -> io::Result<Vec<u8>> {
-    let out = cmd.stdin(Stdio::null()).output().map_err(|e| {
-        io::Error::new(e.kind(), format!("cannot run {:?}: {e}", cmd.get_program()))
-    })?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot run {:?}: {e}", cmd.get_program())))?;
     if !out.status.success() {
         return Err(io::Error::other(format!(
             "{:?} failed ({}): {}",
@@ -80,34 +81,18 @@ impl TestKey {
             c
         };
         let uid = format!("{name} <{name}@kiln.invalid>");
-        run(&mut gpg(&[
-            "--quick-gen-key",
-            &uid,
-            "ed25519",
-            "sign",
-            "never",
-        ]))?;
-        let listing = String::from_utf8_lossy(&run(&mut gpg(&[
-            "--with-colons",
-            "--list-secret-keys",
-            &uid,
-        ]))?)
-        .into_owned();
+        run(&mut gpg(&["--quick-gen-key", &uid, "ed25519", "sign", "never"]))?;
+        let listing =
+            String::from_utf8_lossy(&run(&mut gpg(&["--with-colons", "--list-secret-keys", &uid]))?)
+                .into_owned();
         let fingerprint = listing
             .lines()
-            .find_map(|l| {
-                l.strip_prefix("fpr:")
-                    .map(|r| r.trim_matches(':').to_owned())
-            })
+            .find_map(|l| l.strip_prefix("fpr:").map(|r| r.trim_matches(':').to_owned()))
             .ok_or_else(|| io::Error::other("gpg listed no fingerprint"))?;
         let keyring = dir.join(format!("{name}.gpg"));
         let public = run(&mut gpg(&["--export", &fingerprint]))?;
         fs_err::write(&keyring, public)?;
-        Ok(Self {
-            home,
-            fingerprint,
-            keyring,
-        })
+        Ok(Self { home, fingerprint, keyring })
     }
 
     /// The public key, ASCII-armored.
@@ -126,23 +111,8 @@ impl TestKey {
         run(Command::new("gpg")
             .arg("--homedir")
             .arg(&self.home)
-            .args([
-                "--batch",
-                "--no-tty",
-                "--yes",
-                "--pinentry-mode",
-                "loopback",
-                "--passphrase",
-                "",
-            ])
-            .args([
-                "--digest-algo",
-                "SHA256",
-                "--local-user",
-                &self.fingerprint,
-                "--clearsign",
-                "--output",
-            ])
+            .args(["--batch", "--no-tty", "--yes", "--pinentry-mode", "loopback", "--passphrase", ""])
+            .args(["--digest-algo", "SHA256", "--local-user", &self.fingerprint, "--clearsign", "--output"])
             .arg(output)
             .arg(input))?;
         Ok(())
@@ -186,10 +156,7 @@ impl DebSpec {
             version: version.to_owned(),
             arch: "amd64".to_owned(),
             fields: Vec::new(),
-            files: vec![(
-                format!("/usr/share/doc/{name}/README"),
-                format!("{name} {version}\n"),
-            )],
+            files: vec![(format!("/usr/share/doc/{name}/README"), format!("{name} {version}\n"))],
             conffiles: Vec::new(),
             postinst: None,
         }
@@ -226,10 +193,8 @@ impl DebSpec {
     }
 
     fn control(&self) -> String {
-        let mut c = format!(
-            "Package: {}\nVersion: {}\nArchitecture: {}\n",
-            self.name, self.version, self.arch
-        );
+        let mut c =
+            format!("Package: {}\nVersion: {}\nArchitecture: {}\n", self.name, self.version, self.arch);
         c.push_str("Maintainer: kiln tests <tests@kiln.invalid>\n");
         for (k, v) in &self.fields {
             let _ = writeln!(c, "{k}: {v}");
@@ -240,15 +205,9 @@ impl DebSpec {
 
     /// `pool/main/n/name/name_version_arch.deb` (the version without its epoch).
     pub fn pool_path(&self, component: &str) -> String {
-        let version = self
-            .version
-            .split_once(':')
-            .map_or(self.version.as_str(), |(_, v)| v);
+        let version = self.version.split_once(':').map_or(self.version.as_str(), |(_, v)| v);
         let first = &self.name[..1];
-        format!(
-            "pool/{component}/{first}/{}/{}_{version}_{}.deb",
-            self.name, self.name, self.arch
-        )
+        format!("pool/{component}/{first}/{}/{}_{version}_{}.deb", self.name, self.name, self.arch)
     }
 
     fn build(&self, staging: &Path, out: &Path) -> io::Result<()> {
@@ -261,11 +220,7 @@ impl DebSpec {
             set_mode(&path, 0o755)?;
         }
         if !self.conffiles.is_empty() {
-            let list: String = self
-                .conffiles
-                .iter()
-                .map(|(p, _)| format!("{p}\n"))
-                .collect();
+            let list: String = self.conffiles.iter().map(|(p, _)| format!("{p}\n")).collect();
             fs_err::write(debian.join("conffiles"), list)?;
         }
         for (path, content) in self.files.iter().chain(&self.conffiles) {
@@ -313,12 +268,7 @@ pub struct TestRepo {
 
 impl TestRepo {
     /// Builds the packages into `root/pool`, writes the indices and signs the Release file with `key`.
-    pub fn build(
-        root: &Path,
-        suite: &str,
-        packages: &[DebSpec],
-        key: &TestKey,
-    ) -> io::Result<Self> {
+    pub fn build(root: &Path, suite: &str, packages: &[DebSpec], key: &TestKey) -> io::Result<Self> {
         let component = "main";
         let staging = root.join(".staging");
         let mut debs = Vec::new();
@@ -358,8 +308,7 @@ impl TestRepo {
         let mut out = String::new();
         for deb in &self.debs {
             let control = deb.spec.control();
-            let (head, description) =
-                control.split_at(control.find("Description:").unwrap_or(control.len()));
+            let (head, description) = control.split_at(control.find("Description:").unwrap_or(control.len()));
             out.push_str(head);
             let _ = write!(
                 out,
@@ -384,11 +333,7 @@ impl TestRepo {
         xz.write_all(&plain)?;
         let xz = xz.finish()?;
         let mut sums = String::new();
-        for (name, data) in [
-            ("Packages", &plain),
-            ("Packages.gz", &gz),
-            ("Packages.xz", &xz),
-        ] {
+        for (name, data) in [("Packages", &plain), ("Packages.gz", &gz), ("Packages.xz", &xz)] {
             fs_err::write(dir.join(name), data)?;
             let digest = Sha256::of(data);
             fs_err::write(by_hash.join(digest.to_hex()), data)?;
@@ -444,9 +389,7 @@ pub fn rfc2822(t: i64) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
-    let months = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
+    let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     format!(
         "{weekday}, {day:02} {} {year} {:02}:{:02}:{:02} UTC",
         months[(month - 1) as usize],
@@ -490,12 +433,7 @@ impl Server {
                 }
             })
         };
-        Ok(Self {
-            addr,
-            stop,
-            log,
-            thread: Some(thread),
-        })
+        Ok(Self { addr, stop, log, thread: Some(thread) })
     }
 
     /// `http://127.0.0.1:PORT`
@@ -552,9 +490,7 @@ fn handle(stream: TcpStream, root: &Path, log: &Mutex<Vec<String>>) -> io::Resul
             }
         }
         ("GET" | "HEAD", None) => {
-            out.write_all(
-                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            )?;
+            out.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
         }
         _ => out.write_all(
             b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
@@ -592,14 +528,8 @@ mod tests {
     #[test]
     fn paths_stay_under_the_root() {
         let root = Path::new("/srv/r");
-        assert_eq!(
-            resolve_path(root, "/dists/x/InRelease"),
-            Some(PathBuf::from("/srv/r/dists/x/InRelease"))
-        );
-        assert_eq!(
-            resolve_path(root, "/a%20b"),
-            Some(PathBuf::from("/srv/r/a b"))
-        );
+        assert_eq!(resolve_path(root, "/dists/x/InRelease"), Some(PathBuf::from("/srv/r/dists/x/InRelease")));
+        assert_eq!(resolve_path(root, "/a%20b"), Some(PathBuf::from("/srv/r/a b")));
         assert_eq!(resolve_path(root, "/../etc/passwd"), None);
     }
 }

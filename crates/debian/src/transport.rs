@@ -19,10 +19,7 @@ pub enum FetchError {
     #[error("{url}: HTTP status {status}")]
     Status { url: String, status: u16 },
     #[error("{url}: {source}")]
-    Http {
-        url: String,
-        source: Box<ureq::Error>,
-    },
+    Http { url: String, source: Box<ureq::Error> },
     #[error("{url}: {source}")]
     Io { url: String, source: io::Error },
     #[error("{url}: unsupported URL scheme (http:// and file:// mirrors are supported)")]
@@ -59,9 +56,7 @@ impl Transport {
             .timeout_per_read(Some(Duration::from_secs(60)))
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
             .build();
-        Self {
-            agent: config.into(),
-        }
+        Self { agent: config.into() }
     }
 
     /// Opens a URL as a byte stream.
@@ -69,33 +64,24 @@ impl Transport {
         if let Some(path) = file_url_path(url) {
             return match File::open(&path) {
                 Ok(f) => Ok(Box::new(f)),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Err(FetchError::NotFound {
-                    url: url.to_owned(),
-                }),
-                Err(source) => Err(FetchError::Io {
-                    url: url.to_owned(),
-                    source,
-                }),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    Err(FetchError::NotFound { url: url.to_owned() })
+                }
+                Err(source) => Err(FetchError::Io { url: url.to_owned(), source }),
             };
         }
         if !url.starts_with("http://") {
-            return Err(FetchError::UnsupportedScheme {
-                url: url.to_owned(),
-            });
+            return Err(FetchError::UnsupportedScheme { url: url.to_owned() });
         }
-        let response = self.agent.get(url).call().map_err(|e| FetchError::Http {
-            url: url.to_owned(),
-            source: Box::new(e),
-        })?;
+        let response = self
+            .agent
+            .get(url)
+            .call()
+            .map_err(|e| FetchError::Http { url: url.to_owned(), source: Box::new(e) })?;
         match response.status().as_u16() {
             200 => Ok(Box::new(response.into_body().into_reader())),
-            404 | 410 => Err(FetchError::NotFound {
-                url: url.to_owned(),
-            }),
-            status => Err(FetchError::Status {
-                url: url.to_owned(),
-                status,
-            }),
+            404 | 410 => Err(FetchError::NotFound { url: url.to_owned() }),
+            status => Err(FetchError::Status { url: url.to_owned(), status }),
         }
     }
 
@@ -105,15 +91,9 @@ impl Transport {
         self.open(url)?
             .take(limit + 1)
             .read_to_end(&mut body)
-            .map_err(|source| FetchError::Io {
-                url: url.to_owned(),
-                source,
-            })?;
+            .map_err(|source| FetchError::Io { url: url.to_owned(), source })?;
         if body.len() as u64 > limit {
-            return Err(FetchError::TooLarge {
-                url: url.to_owned(),
-                limit,
-            });
+            return Err(FetchError::TooLarge { url: url.to_owned(), limit });
         }
         Ok(body)
     }
@@ -155,22 +135,10 @@ mod tests {
 
     #[test]
     fn file_urls() {
-        assert_eq!(
-            file_url_path("file:///srv/repo"),
-            Some(PathBuf::from("/srv/repo"))
-        );
-        assert_eq!(
-            file_url_path("file:/srv/repo"),
-            Some(PathBuf::from("/srv/repo"))
-        );
-        assert_eq!(
-            file_url_path("file://localhost/srv/a%20b"),
-            Some(PathBuf::from("/srv/a b"))
-        );
-        assert_eq!(
-            file_url_path("file:///x/100%"),
-            Some(PathBuf::from("/x/100%"))
-        );
+        assert_eq!(file_url_path("file:///srv/repo"), Some(PathBuf::from("/srv/repo")));
+        assert_eq!(file_url_path("file:/srv/repo"), Some(PathBuf::from("/srv/repo")));
+        assert_eq!(file_url_path("file://localhost/srv/a%20b"), Some(PathBuf::from("/srv/a b")));
+        assert_eq!(file_url_path("file:///x/100%"), Some(PathBuf::from("/x/100%")));
         assert_eq!(file_url_path("http://a.invalid/x"), None);
     }
 
@@ -182,17 +150,8 @@ mod tests {
         let t = Transport::new();
         let url = format!("file://{}", file.display());
         assert_eq!(t.get(&url, 10).unwrap(), b"data");
-        assert!(matches!(
-            t.get(&url, 3),
-            Err(FetchError::TooLarge { limit: 3, .. })
-        ));
-        assert!(t
-            .get(&format!("{url}.missing"), 10)
-            .unwrap_err()
-            .is_not_found());
-        assert!(matches!(
-            t.get("https://a.invalid/x", 10),
-            Err(FetchError::UnsupportedScheme { .. })
-        ));
+        assert!(matches!(t.get(&url, 3), Err(FetchError::TooLarge { limit: 3, .. })));
+        assert!(t.get(&format!("{url}.missing"), 10).unwrap_err().is_not_found());
+        assert!(matches!(t.get("https://a.invalid/x", 10), Err(FetchError::UnsupportedScheme { .. })));
     }
 }

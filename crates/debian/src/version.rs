@@ -29,10 +29,7 @@ pub struct Version {
 
 impl Version {
     pub fn parse(text: &str) -> Result<Self, VersionError> {
-        let err = |reason| VersionError {
-            version: text.to_owned(),
-            reason,
-        };
+        let err = |reason| VersionError { version: text.to_owned(), reason };
         let trimmed = text.trim();
         if trimmed.is_empty() {
             return Err(err("empty version"));
@@ -46,10 +43,7 @@ impl Version {
                 if e.is_empty() || !e.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(err("epoch is not a number"));
                 }
-                (
-                    e.parse::<u64>().map_err(|_| err("epoch is too large"))?,
-                    i + 1,
-                )
+                (e.parse::<u64>().map_err(|_| err("epoch is too large"))?, i + 1)
             }
             None => (0, 0),
         };
@@ -62,10 +56,7 @@ impl Version {
         if upstream.is_empty() {
             return Err(err("empty upstream version"));
         }
-        if !upstream
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"+.~-:".contains(&b))
-        {
+        if !upstream.bytes().all(|b| b.is_ascii_alphanumeric() || b"+.~-:".contains(&b)) {
             return Err(err("invalid character in upstream version"));
         }
         if let Some(r) = revision {
@@ -73,10 +64,7 @@ impl Version {
             if rev.is_empty() {
                 return Err(err("empty revision"));
             }
-            if !rev
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"+.~".contains(&b))
-            {
+            if !rev.bytes().all(|b| b.is_ascii_alphanumeric() || b"+.~".contains(&b)) {
                 return Err(err("invalid character in revision"));
             }
         }
@@ -251,19 +239,15 @@ mod tests {
 
     #[test]
     fn invalid_versions_are_rejected() {
-        for bad in [
-            "", " ", "a:1", ":1", "1.0-", "1.0 2", "1_0", "1.0-a_b", "1:",
-        ] {
+        for bad in ["", " ", "a:1", ":1", "1.0-", "1.0 2", "1_0", "1.0-a_b", "1:"] {
             assert!(Version::parse(bad).is_err(), "{bad:?} should be invalid");
         }
     }
 
     #[test]
     fn sorting_a_list() {
-        let mut list: Vec<Version> = ["1.0", "1.0~rc1", "1:0.5", "1.0-1", "0.9", "1.0+b1"]
-            .iter()
-            .map(|s| v(s))
-            .collect();
+        let mut list: Vec<Version> =
+            ["1.0", "1.0~rc1", "1:0.5", "1.0-1", "0.9", "1.0+b1"].iter().map(|s| v(s)).collect();
         list.sort();
         let got: Vec<&str> = list.iter().map(Version::as_str).collect();
         assert_eq!(got, ["0.9", "1.0~rc1", "1.0", "1.0-1", "1.0+b1", "1:0.5"]);
