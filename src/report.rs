@@ -18,16 +18,23 @@ pub enum ExitStatus {
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// The blueprint-loading error in a chain, if any (`PlanError::Load` is transparent, so it is looked for too).
+fn load_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a LoadError> {
+    e.downcast_ref::<LoadError>().or_else(|| match e.downcast_ref::<PlanError>() {
+        Some(PlanError::Load(l)) => Some(l),
+        _ => None,
+    })
+}
+
 fn blueprint_error(err: &anyhow::Error) -> Option<&BlueprintError> {
     err.chain().find_map(|e| {
         e.downcast_ref::<BlueprintError>()
-            .or_else(|| match e.downcast_ref::<LoadError>() {
+            .or_else(|| match load_error(e) {
                 Some(LoadError::Blueprint(b)) => Some(b),
                 _ => None,
             })
             .or_else(|| match e.downcast_ref::<PlanError>() {
                 Some(PlanError::Blueprint(b)) => Some(b),
-                Some(PlanError::Load(LoadError::Blueprint(b))) => Some(b),
                 _ => None,
             })
     })
@@ -38,7 +45,7 @@ fn is_usage(err: &anyhow::Error) -> bool {
         || err.chain().any(|e| {
             e.is::<UsageError>()
                 || matches!(
-                    e.downcast_ref::<LoadError>(),
+                    load_error(e),
                     Some(
                         LoadError::NoBlueprint { .. }
                             | LoadError::Ambiguous { .. }
@@ -46,7 +53,8 @@ fn is_usage(err: &anyhow::Error) -> bool {
                             | LoadError::UnknownVar { .. }
                     )
                 )
-                || e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+                || e.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
         })
 }
 

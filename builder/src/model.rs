@@ -226,7 +226,12 @@ pub struct Disk {
 
 impl Default for Disk {
     fn default() -> Self {
-        Self { size: DiskSize::Auto, esp_size: 256 * 1024 * 1024, root_fs: RootFs::Ext4, partitions: Vec::new() }
+        Self {
+            size: DiskSize::Auto,
+            esp_size: 256 * 1024 * 1024,
+            root_fs: RootFs::Ext4,
+            partitions: Vec::new(),
+        }
     }
 }
 
@@ -415,7 +420,7 @@ pub struct CopyStep {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunStep {
     pub command: Command,
-    /// Environment in force for this command (ENV and ARG values at that point).
+    /// Environment of this command: the ARG values in scope, overridden by the ENV values in force.
     pub env: BTreeMap<String, String>,
     pub workdir: Option<String>,
     pub user: Option<String>,
@@ -444,7 +449,9 @@ pub mod syntax {
         let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(digits_end);
         if num.is_empty() {
-            return Err(format!("invalid size `{s}`: expected a number with an optional unit, e.g. `512M` or `4G`"));
+            return Err(format!(
+                "invalid size `{s}`: expected a number with an optional unit, e.g. `512M` or `4G`"
+            ));
         }
         let n: u64 = num.parse().map_err(|_| format!("invalid size `{s}`: number too large"))?;
         let shift = match unit.trim().to_ascii_uppercase().as_str() {
@@ -479,13 +486,14 @@ pub mod syntax {
                 format!("invalid catalog reference `{s}`: expected `catalog:FAMILY@VERSION` or `catalog:FAMILY@CHANNEL`")
             })?;
             if !is_name(family) {
-                return Err(format!("invalid catalog reference `{s}`: `{family}` is not a valid family name"));
+                return Err(format!(
+                    "invalid catalog reference `{s}`: `{family}` is not a valid family name"
+                ));
             }
             if sel.is_empty() {
                 return Err(format!("invalid catalog reference `{s}`: missing version or channel after `@`"));
             }
-            let starts_like_version =
-                sel.starts_with(|c: char| c.is_ascii_digit() || "^~=<>*".contains(c));
+            let starts_like_version = sel.starts_with(|c: char| c.is_ascii_digit() || "^~=<>*".contains(c));
             let selector = if starts_like_version {
                 semver::VersionReq::parse(sel)
                     .map_err(|e| format!("invalid catalog reference `{s}`: bad version `{sel}`: {e}"))?;
@@ -493,7 +501,9 @@ pub mod syntax {
             } else if is_name(sel) {
                 CatalogSelector::Channel(sel.to_owned())
             } else {
-                return Err(format!("invalid catalog reference `{s}`: `{sel}` is neither a version nor a channel name"));
+                return Err(format!(
+                    "invalid catalog reference `{s}`: `{sel}` is neither a version nor a channel name"
+                ));
             };
             return Ok(Base::Catalog { family: family.to_owned(), selector });
         }
@@ -501,7 +511,9 @@ pub mod syntax {
             let (path, tag) = rest
                 .rsplit_once(':')
                 .filter(|(p, t)| !p.is_empty() && !t.is_empty() && !t.contains('/'))
-                .ok_or_else(|| format!("invalid OCI layout reference `{s}`: expected `oci-layout:PATH:TAG`"))?;
+                .ok_or_else(|| {
+                    format!("invalid OCI layout reference `{s}`: expected `oci-layout:PATH:TAG`")
+                })?;
             return Ok(Base::OciLayout { path: path.to_owned(), tag: tag.to_owned() });
         }
         Err(format!("invalid base reference `{s}`: expected `catalog:FAMILY@VERSION|CHANNEL` or `oci-layout:PATH:TAG`"))
@@ -509,13 +521,14 @@ pub mod syntax {
 
     /// A claimed contract: `NAME@REQ`, e.g. `base-os@^1`.
     pub fn contract_ref(s: &str) -> Result<ContractRef, String> {
-        let (name, req) = s
-            .split_once('@')
-            .ok_or_else(|| format!("invalid contract `{s}`: expected `NAME@VERSION-RANGE`, e.g. `base-os@^1`"))?;
+        let (name, req) = s.split_once('@').ok_or_else(|| {
+            format!("invalid contract `{s}`: expected `NAME@VERSION-RANGE`, e.g. `base-os@^1`")
+        })?;
         if !is_name(name) {
             return Err(format!("invalid contract `{s}`: `{name}` is not a valid contract name"));
         }
-        semver::VersionReq::parse(req).map_err(|e| format!("invalid contract `{s}`: bad version range `{req}`: {e}"))?;
+        semver::VersionReq::parse(req)
+            .map_err(|e| format!("invalid contract `{s}`: bad version range `{req}`: {e}"))?;
         Ok(ContractRef { name: name.to_owned(), req: req.to_owned() })
     }
 
@@ -581,8 +594,17 @@ pub mod syntax {
     /// A systemd unit name with its type suffix, e.g. `ssh.service`, `getty@ttyS0.service`.
     pub fn is_unit_name(s: &str) -> bool {
         const SUFFIXES: [&str; 11] = [
-            ".service", ".socket", ".target", ".timer", ".mount", ".automount", ".path", ".slice",
-            ".scope", ".swap", ".device",
+            ".service",
+            ".socket",
+            ".target",
+            ".timer",
+            ".mount",
+            ".automount",
+            ".path",
+            ".slice",
+            ".scope",
+            ".swap",
+            ".device",
         ];
         SUFFIXES.iter().any(|suf| s.len() > suf.len() && s.ends_with(suf))
             && s.bytes().all(|b| b.is_ascii_alphanumeric() || b":-_.\\@".contains(&b))
@@ -639,13 +661,16 @@ pub mod syntax {
         let valid = !num.is_empty() && num.bytes().all(|b| b.is_ascii_digit());
         match num.parse::<u16>() {
             Ok(n) if valid && n > 0 => Ok(format!("{n}/{proto}")),
-            _ => Err(format!("invalid port `{s}`: expected a number from 1 to 65535, optionally with `/tcp` or `/udp`")),
+            _ => Err(format!(
+                "invalid port `{s}`: expected a number from 1 to 65535, optionally with `/tcp` or `/udp`"
+            )),
         }
     }
 
     /// `USER[:GROUP]` as `USER` and `--chown` take it: each part an account name or a numeric id.
     pub fn user_spec(s: &str) -> Result<String, String> {
-        let part_ok = |p: &str| is_account_name(p) || (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        let part_ok =
+            |p: &str| is_account_name(p) || (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
         let ok = match s.split_once(':') {
             Some((u, g)) => part_ok(u) && part_ok(g),
             None => part_ok(s),
@@ -737,11 +762,17 @@ pub mod syntax {
         fn base_refs() {
             assert_eq!(
                 base_ref("catalog:debian-minimal@stable"),
-                Ok(Base::Catalog { family: "debian-minimal".into(), selector: CatalogSelector::Channel("stable".into()) })
+                Ok(Base::Catalog {
+                    family: "debian-minimal".into(),
+                    selector: CatalogSelector::Channel("stable".into())
+                })
             );
             assert_eq!(
                 base_ref("catalog:debian-minimal@^1.2"),
-                Ok(Base::Catalog { family: "debian-minimal".into(), selector: CatalogSelector::Version("^1.2".into()) })
+                Ok(Base::Catalog {
+                    family: "debian-minimal".into(),
+                    selector: CatalogSelector::Version("^1.2".into())
+                })
             );
             assert_eq!(
                 base_ref("oci-layout:../out/oci:1.0.0"),

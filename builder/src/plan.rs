@@ -31,7 +31,7 @@ use crate::{
     BlueprintError, LoadError,
 };
 
-/// Version of the plan's JSON schema (`schemas/plan.schema.json`).
+/// Version of the plan's JSON form, printed as its `schema` field.
 pub const PLAN_SCHEMA: &str = "kiln.plan/v1";
 
 #[derive(Debug, thiserror::Error)]
@@ -174,7 +174,8 @@ impl Plan {
             .collect();
         let _ = writeln!(s, "outputs: {}", outputs.join(", "));
         if !self.image.contracts.is_empty() {
-            let c: Vec<String> = self.image.contracts.iter().map(|c| format!("{}@{}", c.name, c.req)).collect();
+            let c: Vec<String> =
+                self.image.contracts.iter().map(|c| format!("{}@{}", c.name, c.req)).collect();
             let _ = writeln!(s, "contracts: {}", c.join(", "));
         }
         let _ = writeln!(s, "digest: {}", self.digest);
@@ -269,7 +270,8 @@ pub fn plan_path(path: &Path, vars: &Vars) -> Result<Plan, PlanError> {
 pub fn plan(bp: &Blueprint, sources: &dyn Sources) -> Result<Plan, PlanError> {
     let variables: BTreeMap<String, String> =
         bp.variables.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect();
-    let mut planner = Planner { bp, sources, variables: &variables, diags: Vec::new(), template_errors: Vec::new() };
+    let mut planner =
+        Planner { bp, sources, variables: &variables, diags: Vec::new(), template_errors: Vec::new() };
 
     let mut raw_steps: Vec<(&'static str, String, StepInputs)> = Vec::new();
     raw_steps.push(("base", base_summary(&bp.base), StepInputs::Base(bp.base.value.clone())));
@@ -301,14 +303,23 @@ pub fn plan(bp: &Blueprint, sources: &dyn Sources) -> Result<Plan, PlanError> {
                 Password::Hashed(_) => format!("{} (password)", u.name),
             })
             .collect();
-        let summary = format!("{}, {}{}", count(groups.len(), "group"), count(users.len(), "user"), preview_suffix(&names));
+        let summary = format!(
+            "{}, {}{}",
+            count(groups.len(), "group"),
+            count(users.len(), "user"),
+            preview_suffix(&names)
+        );
         raw_steps.push(("accounts", summary, StepInputs::Accounts { groups, users }));
     }
 
     if !bp.directories.is_empty() {
         let dirs: Vec<_> = bp.directories.iter().map(|d| d.value.clone()).collect();
         let names: Vec<String> = dirs.iter().map(|d| d.path.clone()).collect();
-        raw_steps.push(("directories", format!("create {}", list_preview(&names)), StepInputs::Directories(dirs)));
+        raw_steps.push((
+            "directories",
+            format!("create {}", list_preview(&names)),
+            StepInputs::Directories(dirs),
+        ));
     }
 
     for step in &bp.steps {
@@ -365,7 +376,11 @@ pub fn plan(bp: &Blueprint, sources: &dyn Sources) -> Result<Plan, PlanError> {
         raw_steps.push((
             "system",
             parts.join(", "),
-            StepInputs::System { hostname: sys.hostname.clone(), locale: sys.locale.clone(), timezone: sys.timezone.clone() },
+            StepInputs::System {
+                hostname: sys.hostname.clone(),
+                locale: sys.locale.clone(),
+                timezone: sys.timezone.clone(),
+            },
         ));
     }
 
@@ -454,7 +469,8 @@ impl Planner<'_> {
         match self.sources.entry(rel) {
             Ok(SourceEntry::File { mode, bytes }) => Some((mode, bytes)),
             Ok(SourceEntry::Dir { .. }) => {
-                self.diags.push(Diag::new(span.clone(), format!("source `{rel}` is a directory, expected a file")));
+                self.diags
+                    .push(Diag::new(span.clone(), format!("source `{rel}` is a directory, expected a file")));
                 None
             }
             Err(e) => {
@@ -471,7 +487,8 @@ impl Planner<'_> {
             Ok(t) => t,
             Err(_) => {
                 let file = SourceFile::new(shown, String::new());
-                self.template_errors.push(BlueprintError::new(file, vec![Diag::new(0..0, "template is not UTF-8 text")]));
+                self.template_errors
+                    .push(BlueprintError::new(file, vec![Diag::new(0..0, "template is not UTF-8 text")]));
                 return None;
             }
         };
@@ -492,7 +509,10 @@ impl Planner<'_> {
                 }
                 if e.kind() == minijinja::ErrorKind::UndefinedError {
                     let declared: Vec<&str> = self.variables.keys().map(String::as_str).collect();
-                    msg.push_str(&format!(" (declared variables: {})", if declared.is_empty() { "none".to_owned() } else { declared.join(", ") }));
+                    msg.push_str(&format!(
+                        " (declared variables: {})",
+                        if declared.is_empty() { "none".to_owned() } else { declared.join(", ") }
+                    ));
                 }
                 self.template_errors.push(BlueprintError::new(file, vec![Diag::new(span, msg)]));
                 None
@@ -540,7 +560,14 @@ impl Planner<'_> {
                     let mode = c.chmod.unwrap_or(Mode(mode));
                     let is_archive = c.add && is_tar_name(base);
                     if is_archive {
-                        out.push(planned_file(dest.to_owned(), mode, &owner, &group, bytes, PlannedKind::Archive));
+                        out.push(planned_file(
+                            dest.to_owned(),
+                            mode,
+                            &owner,
+                            &group,
+                            bytes,
+                            PlannedKind::Archive,
+                        ));
                     } else if c.template {
                         let Some(bytes) = self.render(src, bytes) else {
                             ok = false;
@@ -643,7 +670,14 @@ impl Planner<'_> {
     }
 }
 
-fn planned_file(path: String, mode: Mode, owner: &str, group: &str, bytes: Vec<u8>, kind: PlannedKind) -> PlannedFile {
+fn planned_file(
+    path: String,
+    mode: Mode,
+    owner: &str,
+    group: &str,
+    bytes: Vec<u8>,
+    kind: PlannedKind,
+) -> PlannedFile {
     PlannedFile {
         path,
         kind,
@@ -675,7 +709,8 @@ fn template_error_span(file: &SourceFile, e: &minijinja::Error) -> std::ops::Ran
 fn base_summary(base: &Base) -> String {
     match base {
         Base::Debian(d) => {
-            let comps = if d.components.is_empty() { "host's components".to_owned() } else { d.components.join(",") };
+            let comps =
+                if d.components.is_empty() { "host's components".to_owned() } else { d.components.join(",") };
             let mirror = d.mirror.clone().unwrap_or_else(|| "host's mirror".to_owned());
             format!("debian {} ({}, {comps}, {mirror})", d.suite, serde_plain(&d.variant))
         }
@@ -715,7 +750,11 @@ fn preview_suffix(items: &[String]) -> String {
 }
 
 fn one_line(argv: &[String]) -> String {
-    let joined = if argv.len() == 3 && argv[0] == "/bin/sh" && argv[1] == "-c" { argv[2].clone() } else { argv.join(" ") };
+    let joined = if argv.len() == 3 && argv[0] == "/bin/sh" && argv[1] == "-c" {
+        argv[2].clone()
+    } else {
+        argv.join(" ")
+    };
     let first = joined.lines().next().unwrap_or_default();
     let mut s: String = first.chars().take(60).collect();
     if s.len() < joined.len() {

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use kiln_builder::{load, LoadError, Vars};
+use kiln_builder::{LoadError, Vars};
 
 fn check_case(dir: &Path) -> Result<(), String> {
     let expected = fs_err::read_to_string(dir.join("expected")).map_err(|e| e.to_string())?;
@@ -30,7 +30,12 @@ fn check_case(dir: &Path) -> Result<(), String> {
     let got_lines: Vec<String> =
         got.iter().map(|l| format!("{}:{}: {}", l.line, l.column, l.message)).collect();
     if got.len() != expected.len() {
-        return Err(format!("expected {} problems, got {}:\n  {}", expected.len(), got.len(), got_lines.join("\n  ")));
+        return Err(format!(
+            "expected {} problems, got {}:\n  {}",
+            expected.len(),
+            got.len(),
+            got_lines.join("\n  ")
+        ));
     }
     for (line, col, msg) in &expected {
         let hit = got.iter().any(|l| l.line == *line && l.column == *col && l.message.contains(msg.as_str()));
@@ -38,14 +43,14 @@ fn check_case(dir: &Path) -> Result<(), String> {
             return Err(format!("no problem `{line}:{col}: …{msg}…`; got:\n  {}", got_lines.join("\n  ")));
         }
     }
-    let _ = load; // the corpus goes through the planner, which loads first
     Ok(())
 }
 
 #[test]
 fn every_bad_blueprint_is_rejected_at_the_right_place() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad");
-    let mut cases: Vec<_> = fs_err::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    let mut cases: Vec<_> =
+        fs_err::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
     cases.sort();
     let mut failures = Vec::new();
     for case in &cases {
@@ -53,6 +58,16 @@ fn every_bad_blueprint_is_rejected_at_the_right_place() {
             failures.push(format!("{}: {e}", case.file_name().unwrap().to_string_lossy()));
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
     assert!(cases.len() >= 30, "the corpus must hold at least 30 cases, has {}", cases.len());
+    for form in ["toml-", "kiln-"] {
+        let n = cases.iter().filter(|c| c.file_name().unwrap().to_string_lossy().starts_with(form)).count();
+        assert!(n >= 15, "the corpus must hold at least 15 `{form}*` cases, has {n}");
+    }
 }

@@ -49,8 +49,8 @@ CMD ["-g", "daemon off;"]
 
 /// Text that tends to reach the parser's corners.
 const PIECES: [&str; 24] = [
-    "\\", "`", "\n", "\r\n", "\t", " ", "\"", "'", "$", "${", "}", "${A:-", ":+", "<<", "<<-EOF",
-    "EOF", "[", "]", ",", "=", "--", "#", "é", "\u{feff}",
+    "\\", "`", "\n", "\r\n", "\t", " ", "\"", "'", "$", "${", "}", "${A:-", ":+", "<<", "<<-EOF", "EOF", "[",
+    "]", ",", "=", "--", "#", "é", "\u{feff}",
 ];
 
 #[derive(Debug, Clone)]
@@ -96,21 +96,13 @@ fn apply(mut s: String, d: &Damage) -> String {
         }
         Damage::Replace(at, p) => {
             let start = boundary(&s, *at);
-            let end = s[start..]
-                .chars()
-                .next()
-                .map_or(start, |c| start + c.len_utf8());
+            let end = s[start..].chars().next().map_or(start, |c| start + c.len_utf8());
             s.replace_range(start..end, p);
         }
         Damage::CutLine(n) => {
             let lines: Vec<&str> = s.split_inclusive('\n').collect();
             let k = n % lines.len().max(1);
-            s = lines
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| *i != k)
-                .map(|(_, l)| *l)
-                .collect();
+            s = lines.iter().enumerate().filter(|(i, _)| *i != k).map(|(_, l)| *l).collect();
         }
     }
     s
@@ -130,8 +122,7 @@ fn check(text: String, vars: &Vars) {
                     d.span
                 );
                 assert!(
-                    e.file.text.is_char_boundary(d.span.start)
-                        && e.file.text.is_char_boundary(d.span.end)
+                    e.file.text.is_char_boundary(d.span.start) && e.file.text.is_char_boundary(d.span.end)
                 );
             }
             let _ = e.to_string();

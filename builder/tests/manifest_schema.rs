@@ -4,7 +4,9 @@
 use kiln_builder::manifest::{Artifact, ArtifactKind, Manifest, Parent};
 
 fn schema() -> jsonschema::Validator {
-    let text = fs_err::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/manifest.v1.schema.json")).unwrap();
+    let text =
+        fs_err::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/manifest.v1.schema.json"))
+            .unwrap();
     jsonschema::validator_for(&serde_json::from_str(&text).unwrap()).expect("the schema itself is valid")
 }
 
@@ -20,7 +22,11 @@ fn sample() -> Manifest {
         version: "1.0.0".into(),
         digest: digest('c'),
     });
-    for (kind, path) in [(ArtifactKind::Raw, "disk.raw"), (ArtifactKind::Oci, "oci"), (ArtifactKind::Report, "report/certification.json")] {
+    for (kind, path) in [
+        (ArtifactKind::Raw, "disk.raw"),
+        (ArtifactKind::Oci, "oci"),
+        (ArtifactKind::Report, "report/certification.json"),
+    ] {
         m.put(Artifact { kind, path: path.into(), sha256: digest('d'), size: 42 }).unwrap();
     }
     m
@@ -36,14 +42,20 @@ fn written_manifests_validate() {
 #[test]
 fn the_schema_rejects_bad_manifests() {
     let good: serde_json::Value = serde_json::from_slice(&sample().to_json()).unwrap();
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+    type Mutation = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Mutation)> = vec![
         ("other schema", Box::new(|v| v["schema"] = "kiln.manifest/v2".into())),
         ("bad version", Box::new(|v| v["version"] = "1.2".into())),
         ("absolute path", Box::new(|v| v["artifacts"][0]["path"] = "/etc/passwd".into())),
         ("escaping path", Box::new(|v| v["artifacts"][0]["path"] = "a/../../x".into())),
         ("unknown kind", Box::new(|v| v["artifacts"][0]["kind"] = "iso".into())),
         ("short digest", Box::new(|v| v["artifacts"][0]["sha256"] = "sha256:abc".into())),
-        ("missing size", Box::new(|v| { v["artifacts"][0].as_object_mut().unwrap().remove("size"); })),
+        (
+            "missing size",
+            Box::new(|v| {
+                v["artifacts"][0].as_object_mut().unwrap().remove("size");
+            }),
+        ),
         ("extra field", Box::new(|v| v["extra"] = 1.into())),
     ];
     let s = schema();

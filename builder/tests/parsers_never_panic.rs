@@ -298,10 +298,7 @@ fn apply(text: &mut String, e: &Edit) {
         }
         Edit::Delete(i, n) => {
             let at = offset(text, i);
-            let end = text[at..]
-                .char_indices()
-                .nth(*n)
-                .map_or(text.len(), |(k, _)| at + k);
+            let end = text[at..].char_indices().nth(*n).map_or(text.len(), |(k, _)| at + k);
             text.replace_range(at..end, "");
         }
         Edit::ReplaceLine(i, s) => {
@@ -343,25 +340,17 @@ fn input() -> impl Strategy<Value = String> {
 
 /// A seed blueprint with 1 to 5 edits.
 fn edited(edit: impl Strategy<Value = Edit>) -> impl Strategy<Value = String> {
-    (
-        prop::sample::select(vec![FULL, FROM]),
-        prop::collection::vec(edit, 1..6),
-    )
-        .prop_map(|(seed, edits)| {
-            let mut text = seed.to_owned();
-            for e in &edits {
-                apply(&mut text, e);
-            }
-            text
-        })
+    (prop::sample::select(vec![FULL, FROM]), prop::collection::vec(edit, 1..6)).prop_map(|(seed, edits)| {
+        let mut text = seed.to_owned();
+        for e in &edits {
+            apply(&mut text, e);
+        }
+        text
+    })
 }
 
 fn parse(text: &str) -> Result<kiln_builder::Blueprint, LoadError> {
-    load::parse(
-        Path::new("fuzz/blueprint.toml"),
-        text.to_owned(),
-        &Vars::new(),
-    )
+    load::parse(Path::new("fuzz/blueprint.toml"), text.to_owned(), &Vars::new())
 }
 
 #[test]

@@ -20,6 +20,7 @@ pub fn man(out: Option<&Path>) -> anyhow::Result<()> {
         return Ok(());
     };
     fs_err::create_dir_all(dir)?;
-    clap_mangen::generate_to(cmd, dir).with_context(|| format!("cannot write man pages into {}", dir.display()))?;
+    clap_mangen::generate_to(cmd, dir)
+        .with_context(|| format!("cannot write man pages into {}", dir.display()))?;
     Ok(())
 }
