@@ -167,8 +167,7 @@ impl miette::Diagnostic for MietteDiag {
 impl BlueprintError {
     /// One miette report per problem, each with the source line and a caret.
     pub fn reports(&self) -> Vec<miette::Report> {
-        let source =
-            miette::NamedSource::new(self.file.path.display().to_string(), self.file.text.clone());
+        let source = miette::NamedSource::new(self.file.path.display().to_string(), self.file.text.clone());
         self.located()
             .into_iter()
             .zip(&self.diags)
@@ -201,10 +200,7 @@ mod tests {
             f,
             vec![Diag::new(21..24, "unknown directive `FOO`"), Diag::new(25..28, "second")],
         );
-        assert_eq!(
-            e.to_string(),
-            "x/Kilnfile:2:1: unknown directive `FOO`\nx/Kilnfile:2:5: second"
-        );
+        assert_eq!(e.to_string(), "x/Kilnfile:2:1: unknown directive `FOO`\nx/Kilnfile:2:5: second");
         assert_eq!(e.reports().len(), 2);
     }
 }

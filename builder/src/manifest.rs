@@ -148,18 +148,33 @@ mod tests {
 
     fn sample() -> Manifest {
         let mut m = Manifest::new("debian-minimal", "1.0.0", "sha256:aa", "sha256:bb");
-        m.put(Artifact { kind: ArtifactKind::Qcow2, path: "disk.qcow2".into(), sha256: "sha256:01".into(), size: 3 })
-            .unwrap();
-        m.put(Artifact { kind: ArtifactKind::Raw, path: "disk.raw".into(), sha256: "sha256:02".into(), size: 9 })
-            .unwrap();
+        m.put(Artifact {
+            kind: ArtifactKind::Qcow2,
+            path: "disk.qcow2".into(),
+            sha256: "sha256:01".into(),
+            size: 3,
+        })
+        .unwrap();
+        m.put(Artifact {
+            kind: ArtifactKind::Raw,
+            path: "disk.raw".into(),
+            sha256: "sha256:02".into(),
+            size: 9,
+        })
+        .unwrap();
         m
     }
 
     #[test]
     fn artifacts_stay_sorted_and_unique_by_path() {
         let mut m = sample();
-        m.put(Artifact { kind: ArtifactKind::Raw, path: "disk.raw".into(), sha256: "sha256:03".into(), size: 1 })
-            .unwrap();
+        m.put(Artifact {
+            kind: ArtifactKind::Raw,
+            path: "disk.raw".into(),
+            sha256: "sha256:03".into(),
+            size: 1,
+        })
+        .unwrap();
         let kinds: Vec<_> = m.artifacts.iter().map(|a| (a.kind, a.sha256.as_str())).collect();
         assert_eq!(kinds, [(ArtifactKind::Raw, "sha256:03"), (ArtifactKind::Qcow2, "sha256:01")]);
     }
@@ -168,7 +183,8 @@ mod tests {
     fn paths_must_stay_inside_the_output_folder() {
         let mut m = sample();
         for bad in ["/etc/passwd", "../x", "a/../../b", ""] {
-            let a = Artifact { kind: ArtifactKind::Raw, path: bad.into(), sha256: "sha256:0".into(), size: 0 };
+            let a =
+                Artifact { kind: ArtifactKind::Raw, path: bad.into(), sha256: "sha256:0".into(), size: 0 };
             assert!(matches!(m.put(a), Err(ManifestError::BadPath(_))), "{bad}");
         }
     }
