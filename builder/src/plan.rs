@@ -508,11 +508,16 @@ impl Planner<'_> {
                     msg.push_str(&format!(": {detail}"));
                 }
                 if e.kind() == minijinja::ErrorKind::UndefinedError {
+                    let name = file.text.get(span.clone()).unwrap_or_default().trim();
                     let declared: Vec<&str> = self.variables.keys().map(String::as_str).collect();
-                    msg.push_str(&format!(
-                        " (declared variables: {})",
-                        if declared.is_empty() { "none".to_owned() } else { declared.join(", ") }
-                    ));
+                    let declared = if declared.is_empty() { "none".to_owned() } else { declared.join(", ") };
+                    msg = if name.is_empty() {
+                        format!("template error: undefined variable (declared variables: {declared})")
+                    } else {
+                        format!(
+                            "template error: undefined variable `{name}` (declared variables: {declared})"
+                        )
+                    };
                 }
                 self.template_errors.push(BlueprintError::new(file, vec![Diag::new(span, msg)]));
                 None
