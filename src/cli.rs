@@ -21,7 +21,7 @@ pub struct GlobalArgs {
     /// Print machine-readable JSON on stdout (errors too).
     #[arg(long, global = true)]
     pub json: bool,
-    /// More log output on stderr (-v debug, -vv trace). KILN_LOG overrides, e.g. KILN_LOG=kiln_builder=trace.
+    /// More log output on stderr (-v debug, -vv trace). KILN_LOG overrides, e.g. KILN_LOG=kiln_blueprint=trace.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
     /// Only errors on stderr.
@@ -74,7 +74,7 @@ fn parse_var(s: &str) -> Result<(String, String), String> {
 }
 
 impl BlueprintArgs {
-    pub fn vars(&self) -> kiln_builder::Vars {
+    pub fn vars(&self) -> kiln_blueprint::Vars {
         self.vars.iter().cloned().collect()
     }
 }

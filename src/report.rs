@@ -1,6 +1,6 @@
 //! Error reporting: the exit code an error maps to, and how it is printed (human on stderr, JSON on stdout).
 
-use kiln_builder::{plan::PlanError, BlueprintError, LoadError};
+use kiln_blueprint::{plan::PlanError, BlueprintError, LoadError};
 
 /// kiln's exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

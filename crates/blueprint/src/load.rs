@@ -1,15 +1,11 @@
 //! Finding and reading a blueprint: BLUEPRINT is a `blueprint.toml` or `Kilnfile`, or a folder holding
 //! exactly one of them. `--var k=v` overrides are checked against the variables the blueprint declares.
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use crate::{diag::SourceFile, model::Blueprint, BlueprintError};
 
-/// `--var NAME=VALUE` overrides, by name.
-pub type Vars = BTreeMap<String, String>;
+pub use crate::model::Vars;
 
 pub const TOML_NAME: &str = "blueprint.toml";
 pub const KILNFILE_NAME: &str = "Kilnfile";

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use kiln_builder::{load, LoadError, Vars};
+use kiln_blueprint::{load, LoadError, Vars};
 use proptest::{prelude::*, sample::Index};
 
 /// A valid blueprint using most keys.
@@ -349,7 +349,7 @@ fn edited(edit: impl Strategy<Value = Edit>) -> impl Strategy<Value = String> {
     })
 }
 
-fn parse(text: &str) -> Result<kiln_builder::Blueprint, LoadError> {
+fn parse(text: &str) -> Result<kiln_blueprint::Blueprint, LoadError> {
     load::parse(Path::new("fuzz/blueprint.toml"), text.to_owned(), &Vars::new())
 }
 
@@ -370,7 +370,7 @@ proptest! {
         match parse(&text) {
             Ok(bp) => {
                 // Whatever got through is a sound model.
-                prop_assert!(kiln_builder::model::syntax::is_name(&bp.name));
+                prop_assert!(kiln_blueprint::model::syntax::is_name(&bp.name));
                 prop_assert!(!bp.outputs.is_empty());
                 prop_assert!(bp.outputs.windows(2).all(|w| w[0].kind < w[1].kind), "outputs not sorted and unique");
             }

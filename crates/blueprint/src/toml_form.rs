@@ -16,7 +16,7 @@ use toml::de::{DeInteger, DeTable, DeValue};
 
 use crate::{
     diag::{Diag, SourceFile},
-    load::Vars,
+    model::Vars,
     model::{
         syntax, Base, Blueprint, Command, ContainerConfig, ContractRef, DebianBase, Directory, Disk,
         DiskSize, FileSource, FileStep, Form, Group, LifecyclePolicy, Mode, Output, OutputKind, Packages,

@@ -22,7 +22,7 @@ use std::{
 
 use crate::{
     diag::{Diag, SourceFile},
-    load::Vars,
+    model::Vars,
     model::{
         syntax, Base, Blueprint, Command, ContainerConfig, ContractRef, CopyStep, DebianBase, Disk, DiskSize,
         FileSource, FileStep, Form, LifecyclePolicy, Mode, Output, Packages, Partition, PartitionRole,

@@ -17,6 +17,9 @@ use serde::Serialize;
 
 use crate::diag::SourceFile;
 
+/// `--var NAME=VALUE` overrides of a blueprint's variables, by name.
+pub type Vars = BTreeMap<String, String>;
+
 /// A byte range into the blueprint's source file.
 pub type Span = Range<usize>;
 

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use kiln_builder::{load, LoadError, Vars};
+use kiln_blueprint::{load, LoadError, Vars};
 use proptest::prelude::*;
 
 /// Valid Kilnfiles that use every part of the syntax: parser directives, continuations, heredocs, exec

@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     diag::{Diag, SourceFile},
-    load::Vars,
+    model::Vars,
     model::{
         Base, Blueprint, Command, ContainerConfig, ContractRef, CopyStep, Disk, FileSource, FileStep, Form,
         LifecyclePolicy, Mode, Output, Password, RunStep, Step,

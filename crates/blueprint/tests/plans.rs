@@ -2,11 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use kiln_builder::{plan::plan_path, Vars};
+use kiln_blueprint::{plan::plan_path, Vars};
 
 fn examples() -> Vec<PathBuf> {
     // Relative to the crate, so snapshot paths are the same on every checkout.
-    let root = Path::new("../blueprints");
+    let root = Path::new("../../blueprints");
     let mut dirs: Vec<PathBuf> =
         fs_err::read_dir(root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
     dirs.sort();
@@ -29,7 +29,7 @@ fn every_example_blueprint_plans_as_snapshotted() {
 fn toml_and_kilnfile_of_the_same_image_give_the_same_plan_digest() {
     let t = plan_path(Path::new("tests/equivalent/toml"), &Vars::new()).unwrap();
     let k = plan_path(Path::new("tests/equivalent/kilnfile"), &Vars::new()).unwrap();
-    let steps = |p: &kiln_builder::plan::Plan| -> Vec<(String, String)> {
+    let steps = |p: &kiln_blueprint::plan::Plan| -> Vec<(String, String)> {
         p.steps.iter().map(|s| (s.kind.to_owned(), s.digest.clone())).collect()
     };
     assert_eq!(steps(&t), steps(&k), "step digests differ");
@@ -48,14 +48,14 @@ fn toml_and_kilnfile_of_the_same_image_give_the_same_plan_digest() {
 #[test]
 fn changing_a_file_keeps_the_digests_of_the_package_stage() {
     let dir = tempdir();
-    copy_dir(Path::new("../blueprints/debian-minimal"), &dir);
+    copy_dir(Path::new("../../blueprints/debian-minimal"), &dir);
     let before = plan_path(&dir, &Vars::new()).unwrap();
     fs_err::write(dir.join("files/80-dhcp.network"), "[Match]\nName=en*\n\n[Network]\nDHCP=ipv4\n").unwrap();
     let after = plan_path(&dir, &Vars::new()).unwrap();
     for kind in ["base", "packages"] {
         assert_eq!(before.step(kind).unwrap().digest, after.step(kind).unwrap().digest, "{kind} changed");
     }
-    let files = |p: &kiln_builder::plan::Plan| {
+    let files = |p: &kiln_blueprint::plan::Plan| {
         p.steps.iter().filter(|s| s.kind == "files").map(|s| s.digest.clone()).collect::<Vec<_>>()
     };
     assert_ne!(files(&before), files(&after));
@@ -65,12 +65,12 @@ fn changing_a_file_keeps_the_digests_of_the_package_stage() {
 #[test]
 fn a_var_override_renders_into_the_template() {
     let vars: Vars = [("owner_team".to_owned(), "platform".to_owned())].into();
-    let plan = plan_path(Path::new("../blueprints/debian-minimal"), &vars).unwrap();
+    let plan = plan_path(Path::new("../../blueprints/debian-minimal"), &vars).unwrap();
     let motd = plan
         .steps
         .iter()
         .filter_map(|s| match &s.inputs {
-            kiln_builder::plan::StepInputs::Files(f) => f.iter().find(|f| f.path == "/etc/motd"),
+            kiln_blueprint::plan::StepInputs::Files(f) => f.iter().find(|f| f.path == "/etc/motd"),
             _ => None,
         })
         .next()

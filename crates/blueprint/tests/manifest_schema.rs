@@ -1,7 +1,7 @@
 //! `manifest.json` as kiln writes it validates against the JSON Schema kept in the repo, and the schema
 //! rejects what readers must not accept.
 
-use kiln_builder::manifest::{Artifact, ArtifactKind, Manifest, Parent};
+use kiln_blueprint::manifest::{Artifact, ArtifactKind, Manifest, Parent};
 
 fn schema() -> jsonschema::Validator {
     let text =

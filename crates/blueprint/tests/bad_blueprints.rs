@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use kiln_builder::{LoadError, Vars};
+use kiln_blueprint::{LoadError, Vars};
 
 fn check_case(dir: &Path) -> Result<(), String> {
     let expected = fs_err::read_to_string(dir.join("expected")).map_err(|e| e.to_string())?;
@@ -20,10 +20,10 @@ fn check_case(dir: &Path) -> Result<(), String> {
             (line, col, msg)
         })
         .collect();
-    let err = match kiln_builder::plan::plan_path(dir, &Vars::new()) {
+    let err = match kiln_blueprint::plan::plan_path(dir, &Vars::new()) {
         Ok(_) => return Err("was accepted".to_owned()),
-        Err(kiln_builder::plan::PlanError::Load(LoadError::Blueprint(e)))
-        | Err(kiln_builder::plan::PlanError::Blueprint(e)) => e,
+        Err(kiln_blueprint::plan::PlanError::Load(LoadError::Blueprint(e)))
+        | Err(kiln_blueprint::plan::PlanError::Blueprint(e)) => e,
         Err(other) => return Err(format!("failed without a location: {other}")),
     };
     let got = err.located();
