@@ -13,6 +13,11 @@
 //!
 //! The parsers ([`control`], [`version`], [`relation`], [`sources`], [`release`], [`packages`]) and the
 //! resolver do no I/O.
+//!
+//! Verifying signatures needs the `gpgv` program (as apt does). The integration tests build a signed
+//! repository with `dpkg-deb` and `gpg` (package `gnupg`) through the `test-repo` feature
+//! (module `testrepo`); the tests against the host's real mirror are ignored unless asked for
+//! (`cargo test -p kiln-debian --test real_mirror -- --ignored`).
 
 pub mod cache;
 pub mod control;
