@@ -60,10 +60,7 @@ pub struct EspPlan {
 impl EspPlan {
     /// The text of the BLS entry.
     pub fn entry_text(&self) -> &str {
-        self.generated
-            .iter()
-            .find(|(p, _)| p.starts_with("loader/entries/"))
-            .map_or("", |(_, t)| t)
+        self.generated.iter().find(|(p, _)| p.starts_with("loader/entries/")).map_or("", |(_, t)| t)
     }
 }
 
@@ -106,9 +103,7 @@ fn trim_zeros(d: &[u8]) -> &[u8] {
 
 /// The newest `vmlinuz-VERSION` among the file names of `/boot`, with its `initrd.img-VERSION`.
 /// `Ok(None)` when there is no kernel; an error when the newest kernel has no initrd.
-pub fn newest_kernel<S: AsRef<str>>(
-    boot_names: &[S],
-) -> std::result::Result<Option<Kernel>, String> {
+pub fn newest_kernel<S: AsRef<str>>(boot_names: &[S]) -> std::result::Result<Option<Kernel>, String> {
     let newest = boot_names
         .iter()
         .filter_map(|n| n.as_ref().strip_prefix("vmlinuz-"))
@@ -121,11 +116,7 @@ pub fn newest_kernel<S: AsRef<str>>(
     if !boot_names.iter().any(|n| n.as_ref() == initrd) {
         return Err(version.to_owned());
     }
-    Ok(Some(Kernel {
-        version: version.to_owned(),
-        vmlinuz: format!("vmlinuz-{version}"),
-        initrd,
-    }))
+    Ok(Some(Kernel { version: version.to_owned(), vmlinuz: format!("vmlinuz-{version}"), initrd }))
 }
 
 /// The kernel command line of the entry: the root argument, `rw` unless the blueprint says `ro` or `rw`, then
@@ -163,38 +154,16 @@ pub fn plan_esp<S: AsRef<str>>(
     };
     let entry_name = format!("{}-{}", cfg.entry_id, kernel.version);
     let copies = vec![
-        CopiedFile {
-            from_tree: SYSTEMD_BOOT_IN_TREE.into(),
-            to_esp: ESP_DEFAULT_LOADER.into(),
-        },
-        CopiedFile {
-            from_tree: SYSTEMD_BOOT_IN_TREE.into(),
-            to_esp: ESP_SYSTEMD_BOOT.into(),
-        },
-        CopiedFile {
-            from_tree: format!("boot/{}", kernel.vmlinuz),
-            to_esp: kernel.vmlinuz.clone(),
-        },
-        CopiedFile {
-            from_tree: format!("boot/{}", kernel.initrd),
-            to_esp: kernel.initrd.clone(),
-        },
+        CopiedFile { from_tree: SYSTEMD_BOOT_IN_TREE.into(), to_esp: ESP_DEFAULT_LOADER.into() },
+        CopiedFile { from_tree: SYSTEMD_BOOT_IN_TREE.into(), to_esp: ESP_SYSTEMD_BOOT.into() },
+        CopiedFile { from_tree: format!("boot/{}", kernel.vmlinuz), to_esp: kernel.vmlinuz.clone() },
+        CopiedFile { from_tree: format!("boot/{}", kernel.initrd), to_esp: kernel.initrd.clone() },
     ];
     let generated = vec![
-        (
-            "loader/loader.conf".to_owned(),
-            format!("default {entry_name}.conf\ntimeout 0\neditor no\n"),
-        ),
-        (
-            format!("loader/entries/{entry_name}.conf"),
-            render_bls_entry(cfg, &kernel),
-        ),
+        ("loader/loader.conf".to_owned(), format!("default {entry_name}.conf\ntimeout 0\neditor no\n")),
+        (format!("loader/entries/{entry_name}.conf"), render_bls_entry(cfg, &kernel)),
     ];
-    Ok(EspPlan {
-        kernel,
-        copies,
-        generated,
-    })
+    Ok(EspPlan { kernel, copies, generated })
 }
 
 /// Why [`plan_esp`] found nothing to boot.
@@ -216,13 +185,8 @@ pub fn esp_files_from_tree(tree: &Path, cfg: &BootConfig) -> Result<(Vec<EspFile
         }
     }
     let plan = plan_esp(&names, cfg).map_err(|e| match e {
-        PlanError::NoKernel => DiskError::NoKernel {
-            boot_dir: boot_dir.clone(),
-        },
-        PlanError::NoInitrd { version } => DiskError::NoInitrd {
-            version,
-            boot_dir: boot_dir.clone(),
-        },
+        PlanError::NoKernel => DiskError::NoKernel { boot_dir: boot_dir.clone() },
+        PlanError::NoInitrd { version } => DiskError::NoInitrd { version, boot_dir: boot_dir.clone() },
     })?;
     let loader = tree.join(SYSTEMD_BOOT_IN_TREE);
     if !loader.is_file() {
@@ -230,16 +194,10 @@ pub fn esp_files_from_tree(tree: &Path, cfg: &BootConfig) -> Result<(Vec<EspFile
     }
     let mut files = Vec::new();
     for c in &plan.copies {
-        files.push(EspFile {
-            path: c.to_esp.clone(),
-            data: fs_err::read(tree.join(&c.from_tree))?,
-        });
+        files.push(EspFile { path: c.to_esp.clone(), data: fs_err::read(tree.join(&c.from_tree))? });
     }
     for (path, text) in &plan.generated {
-        files.push(EspFile {
-            path: path.clone(),
-            data: text.clone().into_bytes(),
-        });
+        files.push(EspFile { path: path.clone(), data: text.clone().into_bytes() });
     }
     Ok((files, plan))
 }
@@ -259,14 +217,8 @@ mod tests {
 
     #[test]
     fn versions_compare_numerically() {
-        assert_eq!(
-            compare_versions("6.1.0-10-amd64", "6.1.0-9-amd64"),
-            Ordering::Greater
-        );
-        assert_eq!(
-            compare_versions("6.10.0-1-amd64", "6.9.12-1-amd64"),
-            Ordering::Greater
-        );
+        assert_eq!(compare_versions("6.1.0-10-amd64", "6.1.0-9-amd64"), Ordering::Greater);
+        assert_eq!(compare_versions("6.10.0-1-amd64", "6.9.12-1-amd64"), Ordering::Greater);
         assert_eq!(compare_versions("6.1.0-01", "6.1.0-1"), Ordering::Equal);
         assert_eq!(compare_versions("6.1.0", "6.1.0-1"), Ordering::Less);
     }
@@ -286,12 +238,7 @@ mod tests {
         let esp_paths: Vec<_> = plan.copies.iter().map(|c| c.to_esp.as_str()).collect();
         assert_eq!(
             esp_paths,
-            [
-                ESP_DEFAULT_LOADER,
-                ESP_SYSTEMD_BOOT,
-                "vmlinuz-6.1.0-26-amd64",
-                "initrd.img-6.1.0-26-amd64"
-            ]
+            [ESP_DEFAULT_LOADER, ESP_SYSTEMD_BOOT, "vmlinuz-6.1.0-26-amd64", "initrd.img-6.1.0-26-amd64"]
         );
         assert_eq!(
             plan.entry_text(),
@@ -301,36 +248,22 @@ mod tests {
         );
         assert_eq!(
             plan.generated[0],
-            (
-                "loader/loader.conf".into(),
-                "default web-6.1.0-26-amd64.conf\ntimeout 0\neditor no\n".into()
-            )
+            ("loader/loader.conf".into(), "default web-6.1.0-26-amd64.conf\ntimeout 0\neditor no\n".into())
         );
-        assert_eq!(
-            plan.generated[1].0,
-            "loader/entries/web-6.1.0-26-amd64.conf"
-        );
+        assert_eq!(plan.generated[1].0, "loader/entries/web-6.1.0-26-amd64.conf");
     }
 
     #[test]
     fn missing_kernel_or_initrd_is_an_error() {
         assert_eq!(plan_esp(&["config-1"], &cfg()), Err(PlanError::NoKernel));
         let names = ["vmlinuz-2", "initrd.img-1", "vmlinuz-1"];
-        assert_eq!(
-            plan_esp(&names, &cfg()),
-            Err(PlanError::NoInitrd {
-                version: "2".into()
-            })
-        );
+        assert_eq!(plan_esp(&names, &cfg()), Err(PlanError::NoInitrd { version: "2".into() }));
     }
 
     #[test]
     fn explicit_ro_is_kept() {
         let mut c = cfg();
         c.cmdline = vec!["ro".into()];
-        assert_eq!(
-            kernel_options(&c),
-            "root=PARTUUID=0b6c1f9e-1111-4222-8333-444455556666 ro"
-        );
+        assert_eq!(kernel_options(&c), "root=PARTUUID=0b6c1f9e-1111-4222-8333-444455556666 ro");
     }
 }

@@ -14,12 +14,7 @@ pub enum DiskError {
         "disk size {disk_size} bytes is too small: the GPT, the ESP ({esp_size} bytes) and the extra partitions \
          ({extra_size} bytes) already need {needed} bytes, with no room left for the root partition"
     )]
-    DiskTooSmall {
-        disk_size: u64,
-        esp_size: u64,
-        extra_size: u64,
-        needed: u64,
-    },
+    DiskTooSmall { disk_size: u64, esp_size: u64, extra_size: u64, needed: u64 },
 
     /// A partition size is not a positive multiple of the 1 MiB alignment.
     #[error("partition {label:?}: size {size} bytes is not a positive multiple of 1 MiB")]
@@ -51,17 +46,11 @@ pub enum DiskError {
 
     /// An error reported by the `fatfs` crate while formatting or filling the ESP.
     #[error("FAT file system error while {action}: {source}")]
-    Fat {
-        action: String,
-        source: std::io::Error,
-    },
+    Fat { action: String, source: std::io::Error },
 
     /// An error reported by the `gpt` crate.
     #[error("GPT error while {action}: {message}")]
-    Gpt {
-        action: &'static str,
-        message: String,
-    },
+    Gpt { action: &'static str, message: String },
 
     /// `TREE/boot` holds no `vmlinuz-VERSION`.
     #[error("no kernel (vmlinuz-VERSION) found in {boot_dir}")]
@@ -77,18 +66,11 @@ pub enum DiskError {
 
     /// `mke2fs` could not be started.
     #[error("could not run {program}: {source}")]
-    Spawn {
-        program: String,
-        source: std::io::Error,
-    },
+    Spawn { program: String, source: std::io::Error },
 
     /// `mke2fs` exited with an error.
     #[error("{program} failed ({status}): {stderr}")]
-    ToolFailed {
-        program: String,
-        status: String,
-        stderr: String,
-    },
+    ToolFailed { program: String, status: String, stderr: String },
 
     /// The ext4 image is not one this crate can read (when fixing its timestamps).
     #[error("not a supported ext4 image: {reason}")]
@@ -97,6 +79,10 @@ pub enum DiskError {
     /// The root file system image is larger than its partition.
     #[error("root file system image is {image} bytes but the root partition holds {partition}")]
     RootTooLarge { image: u64, partition: u64 },
+
+    /// The disk writer skips zero ranges by seeking, so it needs an empty output.
+    #[error("the output already holds {len} bytes; the disk writer needs an empty output")]
+    OutputNotEmpty { len: u64 },
 
     /// A qcow2 image this crate cannot read (for dumps).
     #[error("not a supported qcow2 image: {reason}")]

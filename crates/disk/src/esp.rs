@@ -9,9 +9,7 @@ use std::{
     sync::{Mutex, OnceLock},
 };
 
-use fatfs::{
-    Date, DateTime, Dir, FatType, FileSystem, FormatVolumeOptions, FsOptions, Time, TimeProvider,
-};
+use fatfs::{Date, DateTime, Dir, FatType, FileSystem, FormatVolumeOptions, FsOptions, Time, TimeProvider};
 
 use crate::{layout::MIB, DiskError, Result};
 
@@ -53,12 +51,8 @@ impl TimeProvider for FixedTime {
 /// `fatfs` wants a `&'static` time provider: keep one per epoch used by this process.
 fn time_provider(epoch: u64) -> &'static FixedTime {
     static PROVIDERS: OnceLock<Mutex<BTreeMap<u64, &'static FixedTime>>> = OnceLock::new();
-    let mut map = PROVIDERS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    map.entry(epoch)
-        .or_insert_with(|| Box::leak(Box::new(FixedTime(fat_date_time(epoch)))))
+    let mut map = PROVIDERS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    map.entry(epoch).or_insert_with(|| Box::leak(Box::new(FixedTime(fat_date_time(epoch)))))
 }
 
 /// The FAT date-time of a Unix time (UTC), clamped to FAT's range 1980-01-01 to 2107-12-31.
@@ -78,11 +72,7 @@ pub fn fat_date_time(epoch: u64) -> DateTime {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     DateTime {
-        date: Date {
-            year: year as u16,
-            month: month as u16,
-            day: day as u16,
-        },
+        date: Date { year: year as u16, month: month as u16, day: day as u16 },
         time: Time {
             hour: (secs / 3600) as u16,
             min: (secs / 60 % 60) as u16,
@@ -109,13 +99,8 @@ fn fat_err(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> DiskErro
 }
 
 fn label_bytes(label: &str) -> Result<[u8; 11]> {
-    if label.is_empty()
-        || label.len() > 11
-        || !label.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
-    {
-        return Err(DiskError::BadFatLabel {
-            label: label.to_owned(),
-        });
+    if label.is_empty() || label.len() > 11 || !label.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        return Err(DiskError::BadFatLabel { label: label.to_owned() });
     }
     let mut out = [b' '; 11];
     out[..label.len()].copy_from_slice(label.to_ascii_uppercase().as_bytes());
@@ -124,13 +109,8 @@ fn label_bytes(label: &str) -> Result<[u8; 11]> {
 
 fn check_path(path: &str) -> Result<Vec<&str>> {
     let parts: Vec<&str> = path.split('/').collect();
-    if parts
-        .iter()
-        .any(|p| p.is_empty() || *p == "." || *p == "..")
-    {
-        return Err(DiskError::BadEspPath {
-            path: path.to_owned(),
-        });
+    if parts.iter().any(|p| p.is_empty() || *p == "." || *p == "..") {
+        return Err(DiskError::BadEspPath { path: path.to_owned() });
     }
     Ok(parts)
 }
@@ -148,10 +128,7 @@ pub fn write_esp<D: Read + Write + Seek>(
     let label = label_bytes(&opts.label)?;
     let mut sorted: Vec<&EspFile> = files.iter().collect();
     sorted.sort_by(|a, b| a.path.cmp(&b.path));
-    let paths = sorted
-        .iter()
-        .map(|f| check_path(&f.path))
-        .collect::<Result<Vec<_>>>()?;
+    let paths = sorted.iter().map(|f| check_path(&f.path)).collect::<Result<Vec<_>>>()?;
 
     dev.seek(SeekFrom::Start(0))?;
     let total_sectors = u32::try_from(size / 512).map_err(|_| DiskError::EspTooSmall { size })?;
@@ -163,17 +140,12 @@ pub fn write_esp<D: Read + Write + Seek>(
         .volume_label(label);
     fatfs::format_volume(&mut dev, format).map_err(fat_err("formatting the ESP"))?;
     dev.seek(SeekFrom::Start(0))?;
-    let fs_opts = FsOptions::new()
-        .update_accessed_date(false)
-        .time_provider(time_provider(opts.epoch));
+    let fs_opts = FsOptions::new().update_accessed_date(false).time_provider(time_provider(opts.epoch));
     let fs = FileSystem::new(&mut dev, fs_opts).map_err(fat_err("opening the new ESP"))?;
 
     let stats = fs.stats().map_err(fat_err("reading ESP statistics"))?;
     let csize = u64::from(stats.cluster_size());
-    let needed: u64 = sorted
-        .iter()
-        .map(|f| (f.data.len() as u64).div_ceil(csize) * csize)
-        .sum();
+    let needed: u64 = sorted.iter().map(|f| (f.data.len() as u64).div_ceil(csize) * csize).sum();
     let available = u64::from(stats.free_clusters()) * csize;
     // Directories take clusters too: keep one cluster per file in reserve.
     if needed + sorted.len() as u64 * csize > available {
@@ -183,24 +155,18 @@ pub fn write_esp<D: Read + Write + Seek>(
     {
         let root = fs.root_dir();
         for (file, parts) in sorted.iter().zip(&paths) {
-            let (name, dirs) = parts.split_last().ok_or_else(|| DiskError::BadEspPath {
-                path: file.path.clone(),
-            })?;
+            let (name, dirs) =
+                parts.split_last().ok_or_else(|| DiskError::BadEspPath { path: file.path.clone() })?;
             let mut dir = root.clone();
             for d in dirs {
                 dir = dir
                     .create_dir(d)
                     .map_err(fat_err(format!("creating directory {d} for {}", file.path)))?;
             }
-            let mut f = dir
-                .create_file(name)
-                .map_err(fat_err(format!("creating {}", file.path)))?;
-            f.truncate()
-                .map_err(fat_err(format!("truncating {}", file.path)))?;
-            f.write_all(&file.data)
-                .map_err(fat_err(format!("writing {}", file.path)))?;
-            f.flush()
-                .map_err(fat_err(format!("writing {}", file.path)))?;
+            let mut f = dir.create_file(name).map_err(fat_err(format!("creating {}", file.path)))?;
+            f.truncate().map_err(fat_err(format!("truncating {}", file.path)))?;
+            f.write_all(&file.data).map_err(fat_err(format!("writing {}", file.path)))?;
+            f.flush().map_err(fat_err(format!("writing {}", file.path)))?;
         }
     }
     fs.unmount().map_err(fat_err("closing the ESP"))?;
@@ -230,11 +196,7 @@ pub fn dump_fat<D: Read + Write + Seek>(mut dev: D) -> Result<String> {
     Ok(out)
 }
 
-fn dump_dir<T: fatfs::ReadWriteSeek>(
-    dir: &Dir<'_, T>,
-    prefix: &str,
-    out: &mut String,
-) -> Result<()> {
+fn dump_dir<T: fatfs::ReadWriteSeek>(dir: &Dir<'_, T>, prefix: &str, out: &mut String) -> Result<()> {
     for e in dir.iter() {
         let e = e.map_err(fat_err(format!("listing {prefix}")))?;
         let name = e.file_name();
@@ -268,10 +230,7 @@ mod tests {
         assert_eq!((d.date.year, d.date.month, d.date.day), (2023, 11, 14));
         assert_eq!((d.time.hour, d.time.min, d.time.sec), (22, 13, 20));
         let leap = fat_date_time(951_782_400); // 2000-02-29T00:00:00Z
-        assert_eq!(
-            (leap.date.year, leap.date.month, leap.date.day),
-            (2000, 2, 29)
-        );
+        assert_eq!((leap.date.year, leap.date.month, leap.date.day), (2000, 2, 29));
         assert_eq!(fat_date_time(0).date.year, 1980);
     }
 
@@ -296,20 +255,10 @@ mod tests {
     fn written_files_read_back_with_fixed_times() {
         let size = 40 * MIB;
         let mut dev = SparseBuf::new(size);
-        let opts = EspOptions {
-            label: "ESP".into(),
-            volume_id: 0xDEADBEEF,
-            epoch: 1_700_000_000,
-        };
+        let opts = EspOptions { label: "ESP".into(), volume_id: 0xDEADBEEF, epoch: 1_700_000_000 };
         let files = vec![
-            EspFile {
-                path: "loader/loader.conf".into(),
-                data: b"timeout 0\n".to_vec(),
-            },
-            EspFile {
-                path: "EFI/BOOT/BOOTX64.EFI".into(),
-                data: vec![7u8; 3000],
-            },
+            EspFile { path: "loader/loader.conf".into(), data: b"timeout 0\n".to_vec() },
+            EspFile { path: "EFI/BOOT/BOOTX64.EFI".into(), data: vec![7u8; 3000] },
         ];
         write_esp(&mut dev, size, &opts, &files).unwrap();
         dev.seek(SeekFrom::Start(0)).unwrap();
@@ -317,39 +266,20 @@ mod tests {
         assert_eq!(fs.fat_type(), FatType::Fat32);
         assert_eq!(fs.volume_id(), 0xDEADBEEF);
         let mut data = Vec::new();
-        fs.root_dir()
-            .open_file("EFI/BOOT/BOOTX64.EFI")
-            .unwrap()
-            .read_to_end(&mut data)
-            .unwrap();
+        fs.root_dir().open_file("EFI/BOOT/BOOTX64.EFI").unwrap().read_to_end(&mut data).unwrap();
         assert_eq!(data, vec![7u8; 3000]);
-        let e = fs
-            .root_dir()
-            .iter()
-            .map(|e| e.unwrap())
-            .find(|e| e.file_name() == "loader")
-            .unwrap();
+        let e = fs.root_dir().iter().map(|e| e.unwrap()).find(|e| e.file_name() == "loader").unwrap();
         assert_eq!(e.modified(), fat_date_time(1_700_000_000));
         drop(fs);
         let dump = dump_fat(&mut dev).unwrap();
-        assert!(
-            dump.contains("/loader/loader.conf  10 bytes  2023-11-14 22:13:20"),
-            "{dump}"
-        );
+        assert!(dump.contains("/loader/loader.conf  10 bytes  2023-11-14 22:13:20"), "{dump}");
     }
 
     #[test]
     fn too_many_bytes_is_esp_full() {
         let size = 33 * MIB;
-        let opts = EspOptions {
-            label: "ESP".into(),
-            volume_id: 1,
-            epoch: 0,
-        };
-        let files = vec![EspFile {
-            path: "big".into(),
-            data: vec![1u8; 34 * MIB as usize],
-        }];
+        let opts = EspOptions { label: "ESP".into(), volume_id: 1, epoch: 0 };
+        let files = vec![EspFile { path: "big".into(), data: vec![1u8; 34 * MIB as usize] }];
         let err = write_esp(SparseBuf::new(size), size, &opts, &files).unwrap_err();
         assert!(matches!(err, DiskError::EspFull { .. }), "{err}");
     }

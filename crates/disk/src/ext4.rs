@@ -45,10 +45,8 @@ pub struct ToolCommand {
 
 /// The `mke2fs` invocation that fills `image` (an existing file of the file system's size) from `tree`.
 pub fn mke2fs_command(tree: &Path, image: &Path, opts: &Ext4Options) -> ToolCommand {
-    let mut args: Vec<OsString> = ["-q", "-F", "-t", "ext4", "-b", "4096", "-I", "256", "-L"]
-        .into_iter()
-        .map(OsString::from)
-        .collect();
+    let mut args: Vec<OsString> =
+        ["-q", "-F", "-t", "ext4", "-b", "4096", "-I", "256", "-L"].into_iter().map(OsString::from).collect();
     args.push(opts.label.clone().into());
     args.push("-U".into());
     args.push(opts.uuid.hyphenated().to_string().into());
@@ -81,10 +79,7 @@ pub fn make_ext4(tree: &Path, image: &Path, opts: &Ext4Options) -> Result<()> {
         .args(&cmd.args)
         .envs(cmd.env.iter().map(|(k, v)| (k, v)))
         .output()
-        .map_err(|source| DiskError::Spawn {
-            program: cmd.program.clone(),
-            source,
-        })?;
+        .map_err(|source| DiskError::Spawn { program: cmd.program.clone(), source })?;
     if !output.status.success() {
         return Err(DiskError::ToolFailed {
             program: cmd.program,
@@ -92,10 +87,7 @@ pub fn make_ext4(tree: &Path, image: &Path, opts: &Ext4Options) -> Result<()> {
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
         });
     }
-    let mut f = fs_err::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(image)?;
+    let mut f = fs_err::OpenOptions::new().read(true).write(true).open(image)?;
     normalize_ext4_times(&mut f, opts.epoch)?;
     f.sync_all()?;
     Ok(())
@@ -149,9 +141,7 @@ fn ext4_crc32c(crc: u32, data: &[u8]) -> u32 {
 }
 
 fn bad(reason: impl Into<String>) -> DiskError {
-    DiskError::BadExt4 {
-        reason: reason.into(),
-    }
+    DiskError::BadExt4 { reason: reason.into() }
 }
 
 /// What [`normalize_ext4_times`] changed.
@@ -166,10 +156,7 @@ pub struct NormalizeStats {
 /// Gives every in-use inode of an ext4 image the timestamps `mtime' = min(mtime, epoch)`,
 /// `atime = ctime = mtime'`, `crtime = epoch`, all with zero nanoseconds, and recomputes the inode checksums
 /// (metadata_csum). Everything else is left as it is.
-pub fn normalize_ext4_times<D: Read + Write + Seek>(
-    dev: &mut D,
-    epoch: u64,
-) -> Result<NormalizeStats> {
+pub fn normalize_ext4_times<D: Read + Write + Seek>(dev: &mut D, epoch: u64) -> Result<NormalizeStats> {
     let mut sb = [0u8; 1024];
     dev.seek(SeekFrom::Start(SB_OFFSET))?;
     dev.read_exact(&mut sb)?;
@@ -185,31 +172,20 @@ pub fn normalize_ext4_times<D: Read + Write + Seek>(
     let first_data_block = u64::from(le32(&sb, 0x14));
     let blocks_per_group = u64::from(le32(&sb, 0x20));
     let inodes_per_group = le32(&sb, 0x28) as usize;
-    let inode_size = if le32(&sb, 0x4C) == 0 {
-        128
-    } else {
-        le16(&sb, 0x58) as usize
-    };
+    let inode_size = if le32(&sb, 0x4C) == 0 { 128 } else { le16(&sb, 0x58) as usize };
     let incompat = le32(&sb, 0x60);
     let ro_compat = le32(&sb, 0x64);
     if blocks_per_group == 0 || inodes_per_group == 0 || inode_size < 128 {
         return Err(bad("zero blocks or inodes per group"));
     }
-    let desc_size = if incompat & INCOMPAT_64BIT != 0 {
-        le16(&sb, 0xFE) as usize
-    } else {
-        32
-    };
+    let desc_size = if incompat & INCOMPAT_64BIT != 0 { le16(&sb, 0xFE) as usize } else { 32 };
     if desc_size < 32 {
         return Err(bad(format!("group descriptor size {desc_size}")));
     }
     let metadata_csum = ro_compat & RO_COMPAT_METADATA_CSUM != 0;
     let itable_unused_valid = ro_compat & (RO_COMPAT_METADATA_CSUM | RO_COMPAT_GDT_CSUM) != 0;
-    let csum_seed = if incompat & INCOMPAT_CSUM_SEED != 0 {
-        le32(&sb, 0x270)
-    } else {
-        ext4_crc32c(!0, &sb[0x68..0x78])
-    };
+    let csum_seed =
+        if incompat & INCOMPAT_CSUM_SEED != 0 { le32(&sb, 0x270) } else { ext4_crc32c(!0, &sb[0x68..0x78]) };
 
     let groups = (blocks - first_data_block).div_ceil(blocks_per_group) as usize;
     let mut gdt = vec![0u8; groups * desc_size];
@@ -270,11 +246,7 @@ fn split_time(t: i64) -> (u32, u32) {
 
 fn normalize_inode(inode: &mut [u8], ino: u32, epoch: i64, csum_seed: Option<u32>) -> bool {
     let size = inode.len();
-    let extra_isize = if size > 128 {
-        le16(inode, 0x80) as usize
-    } else {
-        0
-    };
+    let extra_isize = if size > 128 { le16(inode, 0x80) as usize } else { 0 };
     let has = |end: usize| size > 128 && 128 + extra_isize >= end;
     let mtime_extra = if has(0x8C) { le32(inode, 0x88) } else { 0 };
     let mtime = i64::from(le32(inode, 0x10) as i32) + (i64::from(mtime_extra & 3) << 32);
@@ -326,21 +298,14 @@ mod tests {
             epoch: 1_700_000_000,
         };
         let cmd = mke2fs_command(Path::new("/t"), Path::new("/i.ext4"), &opts);
-        let args: Vec<_> = cmd
-            .args
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
+        let args: Vec<_> = cmd.args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(
             args.join(" "),
             "-q -F -t ext4 -b 4096 -I 256 -L root -U 11111111-2222-4333-8444-555555555555 \
              -E hash_seed=66666666-7777-4888-9999-aaaaaaaaaaaa,root_owner=0:0,lazy_itable_init=0,\
              lazy_journal_init=0,nodiscard -d /t /i.ext4"
         );
-        assert_eq!(
-            cmd.env,
-            [("E2FSPROGS_FAKE_TIME".to_owned(), "1700000000".to_owned())]
-        );
+        assert_eq!(cmd.env, [("E2FSPROGS_FAKE_TIME".to_owned(), "1700000000".to_owned())]);
     }
 
     #[test]
@@ -366,11 +331,6 @@ mod tests {
         assert_eq!(le32(&inode, 0x88), 0);
         assert_eq!(le32(&inode, 0x90), 1_700_000_000);
         // Second run: nothing left to change, same checksum.
-        assert!(!normalize_inode(
-            &mut inode,
-            12,
-            1_700_000_000,
-            Some(0xabcd)
-        ));
+        assert!(!normalize_inode(&mut inode, 12, 1_700_000_000, Some(0xabcd)));
     }
 }

@@ -9,8 +9,7 @@ use std::{
 };
 
 use gpt::{
-    disk::LogicalBlockSize, mbr::ProtectiveMBR, partition::Partition, partition_types::Type,
-    GptConfig,
+    disk::LogicalBlockSize, mbr::ProtectiveMBR, partition::Partition, partition_types::Type, GptConfig,
 };
 
 use crate::{
@@ -20,10 +19,7 @@ use crate::{
 };
 
 fn gpt_err(action: &'static str) -> impl FnOnce(gpt::GptError) -> DiskError {
-    move |e| DiskError::Gpt {
-        action,
-        message: e.to_string(),
-    }
+    move |e| DiskError::Gpt { action, message: e.to_string() }
 }
 
 /// Writes the protective MBR, primary and backup GPT of `layout` into a sparse buffer the size of the disk.
@@ -31,10 +27,8 @@ pub fn build_gpt(layout: &DiskLayout) -> Result<SparseBuf> {
     let mut dev = SparseBuf::new(layout.size);
     let sectors = layout.size / SECTOR;
     let mbr = ProtectiveMBR::with_lb_size(u32::try_from(sectors - 1).unwrap_or(u32::MAX));
-    mbr.overwrite_lba0(&mut dev).map_err(|e| DiskError::Gpt {
-        action: "writing the protective MBR",
-        message: e.to_string(),
-    })?;
+    mbr.overwrite_lba0(&mut dev)
+        .map_err(|e| DiskError::Gpt { action: "writing the protective MBR", message: e.to_string() })?;
 
     let mut disk = GptConfig::new()
         .writable(true)
@@ -59,11 +53,8 @@ pub fn build_gpt(layout: &DiskLayout) -> Result<SparseBuf> {
             (p.number, entry)
         })
         .collect();
-    disk.update_partitions(parts)
-        .map_err(gpt_err("adding the partitions"))?;
-    let mut dev = disk
-        .write()
-        .map_err(gpt_err("writing the partition table"))?;
+    disk.update_partitions(parts).map_err(gpt_err("adding the partitions"))?;
+    let mut dev = disk.write().map_err(gpt_err("writing the partition table"))?;
     dev.seek(SeekFrom::Start(0))?;
     Ok(dev)
 }
@@ -102,10 +93,9 @@ pub fn dump_gpt<R: Read + Seek + std::fmt::Debug>(disk: &mut R) -> Result<String
         .only_valid_headers(true)
         .open_from_device(ReadOnly(disk))
         .map_err(gpt_err("reading the partition table"))?;
-    let h = gpt.primary_header().map_err(|e| DiskError::Gpt {
-        action: "reading the primary header",
-        message: e.to_string(),
-    })?;
+    let h = gpt
+        .primary_header()
+        .map_err(|e| DiskError::Gpt { action: "reading the primary header", message: e.to_string() })?;
     let mut out = String::new();
     let _ = writeln!(out, "label: gpt");
     let _ = writeln!(out, "label-id: {}", upper(gpt.guid()));
@@ -116,8 +106,7 @@ pub fn dump_gpt<R: Read + Seek + std::fmt::Debug>(disk: &mut R) -> Result<String
     let _ = writeln!(out, "sector-size: {SECTOR}");
     let _ = writeln!(out);
     for (n, p) in gpt.partitions().iter().filter(|(_, p)| p.is_used()) {
-        let role =
-            PartitionRole::from_type_guid(p.part_type_guid.guid).map_or("?", PartitionRole::name);
+        let role = PartitionRole::from_type_guid(p.part_type_guid.guid).map_or("?", PartitionRole::name);
         let size = p.last_lba + 1 - p.first_lba;
         let _ = writeln!(
             out,
@@ -126,11 +115,7 @@ pub fn dump_gpt<R: Read + Seek + std::fmt::Debug>(disk: &mut R) -> Result<String
             upper(&p.part_type_guid.guid),
             upper(&p.part_guid),
             p.name,
-            if p.flags != 0 {
-                format!(", attrs=0x{:x}", p.flags)
-            } else {
-                String::new()
-            },
+            if p.flags != 0 { format!(", attrs=0x{:x}", p.flags) } else { String::new() },
         );
     }
     Ok(out)

@@ -67,22 +67,13 @@ mod tests {
         let a = id.uuid("gpt-disk");
         assert_eq!(a.get_version_num(), 4);
         assert_eq!(a.get_variant(), uuid::Variant::RFC4122);
-        assert_eq!(
-            a,
-            ImageIdentity::new("web", "1.2.0", "sha256:abc").uuid("gpt-disk")
-        );
+        assert_eq!(a, ImageIdentity::new("web", "1.2.0", "sha256:abc").uuid("gpt-disk"));
         assert_ne!(a, id.uuid("partition:root"));
-        assert_ne!(
-            a,
-            ImageIdentity::new("web", "1.2.1", "sha256:abc").uuid("gpt-disk")
-        );
+        assert_ne!(a, ImageIdentity::new("web", "1.2.1", "sha256:abc").uuid("gpt-disk"));
     }
 
     #[test]
     fn parts_are_length_prefixed() {
-        assert_ne!(
-            ImageIdentity::new("ab", "c", "d"),
-            ImageIdentity::new("a", "bc", "d")
-        );
+        assert_ne!(ImageIdentity::new("ab", "c", "d"), ImageIdentity::new("a", "bc", "d"));
     }
 }

@@ -53,18 +53,9 @@ impl PartitionRole {
 
     /// The role of a type GUID, if it is one of kiln's.
     pub fn from_type_guid(guid: Uuid) -> Option<Self> {
-        [
-            Self::Esp,
-            Self::Root,
-            Self::Home,
-            Self::Srv,
-            Self::Var,
-            Self::Tmp,
-            Self::Swap,
-            Self::Linux,
-        ]
-        .into_iter()
-        .find(|r| r.type_guid() == guid)
+        [Self::Esp, Self::Root, Self::Home, Self::Srv, Self::Var, Self::Tmp, Self::Swap, Self::Linux]
+            .into_iter()
+            .find(|r| r.type_guid() == guid)
     }
 
     /// Short name, as used in dumps.
@@ -145,23 +136,16 @@ pub struct DiskLayout {
 /// The root partition size "auto" picks for a tree of `tree_bytes` apparent size:
 /// `tree_bytes * 1.3 + 256 MiB`, rounded up to a whole MiB.
 pub fn auto_root_size(tree_bytes: u64) -> u64 {
-    let with_headroom = tree_bytes
-        .saturating_add(tree_bytes.div_ceil(10) * 3)
-        .saturating_add(256 * MIB);
+    let with_headroom = tree_bytes.saturating_add(tree_bytes.div_ceil(10) * 3).saturating_add(256 * MIB);
     with_headroom.div_ceil(MIB) * MIB
 }
 
 fn check_aligned(label: &str, size: u64) -> Result<()> {
     if size == 0 || size % MIB != 0 {
-        return Err(DiskError::UnalignedPartition {
-            label: label.to_owned(),
-            size,
-        });
+        return Err(DiskError::UnalignedPartition { label: label.to_owned(), size });
     }
     if label.encode_utf16().count() > 36 {
-        return Err(DiskError::LabelTooLong {
-            label: label.to_owned(),
-        });
+        return Err(DiskError::LabelTooLong { label: label.to_owned() });
     }
     Ok(())
 }
@@ -171,17 +155,13 @@ impl DiskLayout {
     pub fn plan(spec: &DiskSpec, tree_bytes: u64, identity: &ImageIdentity) -> Result<Self> {
         check_aligned(ESP_LABEL, spec.esp_size)?;
         if spec.esp_size < crate::esp::MIN_ESP_SIZE {
-            return Err(DiskError::EspTooSmall {
-                size: spec.esp_size,
-            });
+            return Err(DiskError::EspTooSmall { size: spec.esp_size });
         }
         let mut labels = std::collections::BTreeSet::from([ESP_LABEL, ROOT_LABEL]);
         for p in &spec.extra {
             check_aligned(&p.label, p.size)?;
             if !labels.insert(&p.label) {
-                return Err(DiskError::DuplicateLabel {
-                    label: p.label.clone(),
-                });
+                return Err(DiskError::DuplicateLabel { label: p.label.clone() });
             }
         }
         let extra_size: u64 = spec.extra.iter().map(|p| p.size).sum();
@@ -211,14 +191,7 @@ impl DiskLayout {
         let mut push = |label: &str, role: PartitionRole, size: u64| {
             let number = partitions.len() as u32 + 1;
             let guid = identity.uuid(&format!("partition:{label}"));
-            partitions.push(PlannedPartition {
-                number,
-                label: label.to_owned(),
-                role,
-                guid,
-                start,
-                size,
-            });
+            partitions.push(PlannedPartition { number, label: label.to_owned(), role, guid, start, size });
             start += size;
         };
         push(ESP_LABEL, PartitionRole::Esp, spec.esp_size);
@@ -226,11 +199,7 @@ impl DiskLayout {
         for p in &spec.extra {
             push(&p.label, p.role, p.size);
         }
-        Ok(Self {
-            disk_guid: identity.uuid("gpt-disk"),
-            size,
-            partitions,
-        })
+        Ok(Self { disk_guid: identity.uuid("gpt-disk"), size, partitions })
     }
 
     /// The EFI system partition.
@@ -270,40 +239,19 @@ mod tests {
         let spec = DiskSpec {
             size: Some(1024 * MIB),
             esp_size: 64 * MIB,
-            extra: vec![ExtraPartition {
-                label: "home".into(),
-                size: 100 * MIB,
-                role: PartitionRole::Home,
-            }],
+            extra: vec![ExtraPartition { label: "home".into(), size: 100 * MIB, role: PartitionRole::Home }],
         };
         let l = DiskLayout::plan(&spec, 0, &id()).unwrap();
-        let starts: Vec<_> = l
-            .partitions
-            .iter()
-            .map(|p| (p.start / MIB, p.size / MIB))
-            .collect();
-        assert_eq!(
-            starts,
-            [(1, 64), (65, 1024 - 64 - 100 - 2), (1024 - 101, 100)]
-        );
+        let starts: Vec<_> = l.partitions.iter().map(|p| (p.start / MIB, p.size / MIB)).collect();
+        assert_eq!(starts, [(1, 64), (65, 1024 - 64 - 100 - 2), (1024 - 101, 100)]);
         assert_eq!(l.root().role, PartitionRole::Root);
-        assert_eq!(
-            l.partitions[2].role.type_guid().to_string(),
-            "933ac7e1-2eb4-4f13-b844-0e14e2aef915"
-        );
-        assert_eq!(
-            l.root_cmdline_arg(),
-            format!("root=PARTUUID={}", l.root().guid)
-        );
+        assert_eq!(l.partitions[2].role.type_guid().to_string(), "933ac7e1-2eb4-4f13-b844-0e14e2aef915");
+        assert_eq!(l.root_cmdline_arg(), format!("root=PARTUUID={}", l.root().guid));
     }
 
     #[test]
     fn auto_size_adds_gpt_room() {
-        let spec = DiskSpec {
-            size: None,
-            esp_size: 64 * MIB,
-            extra: vec![],
-        };
+        let spec = DiskSpec { size: None, esp_size: 64 * MIB, extra: vec![] };
         let l = DiskLayout::plan(&spec, 100 * MIB, &id()).unwrap();
         assert_eq!(l.root().size, auto_root_size(100 * MIB));
         assert_eq!(l.size, 2 * MIB + 64 * MIB + l.root().size);
@@ -311,36 +259,15 @@ mod tests {
 
     #[test]
     fn rejects_bad_specs() {
-        let small = DiskSpec {
-            size: Some(66 * MIB),
-            esp_size: 64 * MIB,
-            extra: vec![],
-        };
-        assert!(matches!(
-            DiskLayout::plan(&small, 0, &id()),
-            Err(DiskError::DiskTooSmall { .. })
-        ));
-        let unaligned = DiskSpec {
-            size: None,
-            esp_size: 64 * MIB + 1,
-            extra: vec![],
-        };
-        assert!(matches!(
-            DiskLayout::plan(&unaligned, 0, &id()),
-            Err(DiskError::UnalignedPartition { .. })
-        ));
+        let small = DiskSpec { size: Some(66 * MIB), esp_size: 64 * MIB, extra: vec![] };
+        assert!(matches!(DiskLayout::plan(&small, 0, &id()), Err(DiskError::DiskTooSmall { .. })));
+        let unaligned = DiskSpec { size: None, esp_size: 64 * MIB + 1, extra: vec![] };
+        assert!(matches!(DiskLayout::plan(&unaligned, 0, &id()), Err(DiskError::UnalignedPartition { .. })));
         let dup = DiskSpec {
             size: None,
             esp_size: 64 * MIB,
-            extra: vec![ExtraPartition {
-                label: "root".into(),
-                size: MIB,
-                role: PartitionRole::Linux,
-            }],
+            extra: vec![ExtraPartition { label: "root".into(), size: MIB, role: PartitionRole::Linux }],
         };
-        assert!(matches!(
-            DiskLayout::plan(&dup, 0, &id()),
-            Err(DiskError::DuplicateLabel { .. })
-        ));
+        assert!(matches!(DiskLayout::plan(&dup, 0, &id()), Err(DiskError::DuplicateLabel { .. })));
     }
 }

@@ -11,13 +11,19 @@ pub mod esp;
 pub mod ext4;
 pub mod gpt;
 pub mod identity;
+pub mod image;
 pub mod layout;
+pub mod qcow2;
+pub mod raw;
 pub mod sparse;
 
 pub use error::{DiskError, Result};
 pub use esp::{dump_fat, write_esp, EspFile, EspOptions};
 pub use gpt::{build_gpt, dump_gpt};
 pub use identity::ImageIdentity;
+pub use image::{build_raw_image, BuiltDisk, DiskImageRequest};
 pub use layout::{
     auto_root_size, DiskLayout, DiskSpec, ExtraPartition, PartitionRole, PlannedPartition, MIB,
 };
+pub use qcow2::{dump_qcow2, write_qcow2, write_qcow2_file, Qcow2Compression, Qcow2Options, Qcow2Stats};
+pub use raw::{write_raw_disk, RawStats};

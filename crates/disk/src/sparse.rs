@@ -20,11 +20,7 @@ pub struct SparseBuf {
 impl SparseBuf {
     /// An all-zero device of `len` bytes.
     pub fn new(len: u64) -> Self {
-        Self {
-            len,
-            pos: 0,
-            pages: BTreeMap::new(),
-        }
+        Self { len, pos: 0, pages: BTreeMap::new() }
     }
 
     /// Apparent length in bytes.
@@ -70,10 +66,7 @@ impl Read for SparseBuf {
             return Ok(0);
         }
         let in_page = (self.pos % PAGE) as usize;
-        let n = buf
-            .len()
-            .min(PAGE as usize - in_page)
-            .min((self.len - self.pos) as usize);
+        let n = buf.len().min(PAGE as usize - in_page).min((self.len - self.pos) as usize);
         match self.pages.get(&(self.pos / PAGE)) {
             Some(p) => buf[..n].copy_from_slice(&p[in_page..in_page + n]),
             None => buf[..n].fill(0),
@@ -113,8 +106,7 @@ impl Seek for SparseBuf {
             SeekFrom::End(d) => self.len.checked_add_signed(d),
             SeekFrom::Current(d) => self.pos.checked_add_signed(d),
         };
-        self.pos =
-            new.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before start"))?;
+        self.pos = new.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before start"))?;
         Ok(self.pos)
     }
 }
