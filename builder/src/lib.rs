@@ -1,2 +1,4 @@
 //! kiln's build: executes a build plan (from `kiln-blueprint`) into a root tree, from Debian packages or a
 //! parent image, applies the blueprint's steps, and writes the image outputs and `manifest.json`.
+
+pub mod services;
