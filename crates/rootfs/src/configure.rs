@@ -97,7 +97,9 @@ pub fn configure_in(
                 .map(|(p, _)| (p, "postinst triggered"))
         });
         return Err(match (e, failed) {
-            (SandboxError::Failed { status, tail, .. }, Some((package, script))) => {
+            (SandboxError::Failed { status, tail, log, .. }, Some((package, script))) => {
+                let name = package.split(':').next().unwrap_or(package);
+                let tail = package_excerpt(&log, name).unwrap_or(tail);
                 ConfigureError::Script { package: package.clone(), script: script.to_owned(), status, tail }
             }
             (SandboxError::Failed { status, tail, .. }, None) => ConfigureError::Dpkg { status, tail },
@@ -131,6 +133,22 @@ fn script_error(e: SandboxError, package: &str, script: &str) -> ConfigureError 
         }
         e => e.into(),
     }
+}
+
+/// The part of dpkg's output about one package: from its `Setting up NAME ` line (or the last mention of its
+/// name before dpkg's error) to the end of dpkg's `error processing package NAME` message.
+fn package_excerpt(log: &str, name: &str) -> Option<Vec<String>> {
+    let lines: Vec<&str> = log.lines().collect();
+    let error =
+        lines.iter().position(|l| l.starts_with(&format!("dpkg: error processing package {name} ")))?;
+    let start = lines[..error]
+        .iter()
+        .rposition(|l| {
+            l.starts_with(&format!("Setting up {name} ")) || l.starts_with(&format!("Setting up {name}:"))
+        })
+        .unwrap_or(error.saturating_sub(10));
+    let end = (error + 1..lines.len()).find(|&i| !lines[i].starts_with(' ')).unwrap_or(lines.len());
+    Some(lines[start..end].iter().map(|l| (*l).to_owned()).collect())
 }
 
 /// Each package of the tree's dpkg status file (`NAME` or `NAME:ARCH` for `Multi-Arch: same`) and its
@@ -276,6 +294,18 @@ mod tests {
         // libc6 and libgcc-s1 depend on each other: the given order breaks the cycle (not with `app`, which
         // only waits for it); then each package comes as soon as what it needs is there.
         assert_eq!(order, ["libc6", "libfoo", "postfix", "app", "libgcc-s1"]);
+    }
+
+    #[test]
+    fn the_excerpt_of_a_failed_package_holds_its_script_output() {
+        let log = "Setting up a (1) ...\nSetting up base-files (12) ...\nchown: invalid group\n\
+                   dpkg: error processing package base-files (--configure):\n installed base-files package \
+                   post-installation script subprocess returned error exit status 1\nSetting up b (1) ...\n";
+        let excerpt = package_excerpt(log, "base-files").unwrap();
+        assert_eq!(excerpt.first().map(String::as_str), Some("Setting up base-files (12) ..."));
+        assert!(excerpt.iter().any(|l| l == "chown: invalid group"));
+        assert!(excerpt.last().unwrap().contains("returned error exit status 1"));
+        assert_eq!(package_excerpt(log, "other"), None);
     }
 
     #[test]

@@ -41,7 +41,14 @@ pub enum SandboxError {
     #[error("running {command}: {source}")]
     Spawn { command: String, source: io::Error },
     #[error("`{command}` {status}; last lines of its output:\n{}", tail.join("\n"))]
-    Failed { command: String, status: ExitKind, tail: Vec<String> },
+    Failed {
+        command: String,
+        status: ExitKind,
+        /// The last lines of the output.
+        tail: Vec<String>,
+        /// The whole output.
+        log: String,
+    },
     #[error("user `{spec}`: {reason}")]
     User { spec: String, reason: String },
     #[error("the working directory {0} is not a directory in the tree")]
@@ -277,7 +284,7 @@ impl Sandbox {
             (None, None) => ExitKind::Code(-1),
         };
         info!(command = %summary, %status, "sandbox: command failed");
-        Err(SandboxError::Failed { command: summary, status, tail: tail.into() })
+        Err(SandboxError::Failed { command: summary, status, tail: tail.into(), log })
     }
 
     fn ids(&self, spec: &str) -> Result<Ids, SandboxError> {
