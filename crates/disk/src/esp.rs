@@ -170,7 +170,129 @@ pub fn write_esp<D: Read + Write + Seek>(
         }
     }
     fs.unmount().map_err(fat_err("closing the ESP"))?;
+    repair_dot_entries(&mut dev)?;
     dev.flush()?;
+    Ok(())
+}
+
+/// FAT32 geometry, read from the boot sector.
+struct Geometry {
+    fat_start: u64,
+    data_start: u64,
+    cluster_bytes: u64,
+    root_cluster: u32,
+}
+
+impl Geometry {
+    fn read<D: Read + Seek>(dev: &mut D) -> std::io::Result<Self> {
+        let mut bs = [0u8; 512];
+        dev.seek(SeekFrom::Start(0))?;
+        dev.read_exact(&mut bs)?;
+        let bytes_per_sector = u64::from(u16::from_le_bytes([bs[11], bs[12]]));
+        let sectors_per_cluster = u64::from(bs[13]);
+        let reserved = u64::from(u16::from_le_bytes([bs[14], bs[15]]));
+        let fats = u64::from(bs[16]);
+        let sectors_per_fat = u64::from(u32::from_le_bytes([bs[36], bs[37], bs[38], bs[39]]));
+        Ok(Self {
+            fat_start: reserved * bytes_per_sector,
+            data_start: (reserved + fats * sectors_per_fat) * bytes_per_sector,
+            cluster_bytes: sectors_per_cluster * bytes_per_sector,
+            root_cluster: u32::from_le_bytes([bs[44], bs[45], bs[46], bs[47]]),
+        })
+    }
+
+    fn offset(&self, cluster: u32) -> u64 {
+        self.data_start + u64::from(cluster - 2) * self.cluster_bytes
+    }
+
+    /// The byte offsets of every 32-byte entry of the directory starting at `cluster`.
+    fn dir_slots<D: Read + Seek>(&self, dev: &mut D, mut cluster: u32) -> std::io::Result<Vec<u64>> {
+        let mut slots = Vec::new();
+        let mut seen = 0;
+        while (2..0x0FFF_FFF8).contains(&cluster) && seen < 1 << 20 {
+            let base = self.offset(cluster);
+            slots.extend((0..self.cluster_bytes / 32).map(|i| base + i * 32));
+            let mut next = [0u8; 4];
+            dev.seek(SeekFrom::Start(self.fat_start + u64::from(cluster) * 4))?;
+            dev.read_exact(&mut next)?;
+            cluster = u32::from_le_bytes(next) & 0x0FFF_FFFF;
+            seen += 1;
+        }
+        Ok(slots)
+    }
+}
+
+fn entry_cluster(e: &[u8; 32]) -> u32 {
+    u32::from(u16::from_le_bytes([e[20], e[21]])) << 16 | u32::from(u16::from_le_bytes([e[26], e[27]]))
+}
+
+fn set_entry_cluster(e: &mut [u8; 32], cluster: u32) {
+    e[20..22].copy_from_slice(&((cluster >> 16) as u16).to_le_bytes());
+    e[26..28].copy_from_slice(&(cluster as u16).to_le_bytes());
+}
+
+const DOT: &[u8; 11] = b".          ";
+const DOTDOT: &[u8; 11] = b"..         ";
+const ATTR_LFN: u8 = 0x0F;
+const ATTR_DIR: u8 = 0x10;
+
+/// Works around two bugs of fatfs 0.3.6 (fixed upstream after that release): `create_dir` puts a long-name
+/// entry before `.` and before `..` (so they are not the first two slots, as FAT requires), and gives a
+/// first-level directory's `..` the root's cluster number instead of 0. Each subdirectory gets `.` and `..` as
+/// its first two slots (the two freed slots become deleted entries) and a correct `..` cluster.
+fn repair_dot_entries<D: Read + Write + Seek>(dev: &mut D) -> Result<()> {
+    let geo = Geometry::read(dev)?;
+    // (directory cluster, parent cluster, whether the parent is the root)
+    let mut stack = vec![(geo.root_cluster, 0u32, true)];
+    let mut visited = std::collections::BTreeSet::new();
+    while let Some((dir, parent, is_root)) = stack.pop() {
+        if !visited.insert(dir) {
+            continue;
+        }
+        let slots = geo.dir_slots(dev, dir)?;
+        let mut entries = Vec::with_capacity(slots.len());
+        for &off in &slots {
+            let mut e = [0u8; 32];
+            dev.seek(SeekFrom::Start(off))?;
+            dev.read_exact(&mut e)?;
+            if e[0] == 0 {
+                break;
+            }
+            entries.push(e);
+        }
+        if dir != geo.root_cluster && entries.len() >= 2 {
+            let mut fixed: Option<Vec<[u8; 32]>> = None;
+            if entries.len() >= 4
+                && entries[0][11] == ATTR_LFN
+                && &entries[1][..11] == DOT
+                && entries[2][11] == ATTR_LFN
+                && &entries[3][..11] == DOTDOT
+            {
+                let mut deleted = [0u8; 32];
+                deleted[0] = 0xE5;
+                fixed = Some(vec![entries[1], entries[3], deleted, deleted]);
+            } else if &entries[0][..11] == DOT && &entries[1][..11] == DOTDOT {
+                fixed = Some(vec![entries[0], entries[1]]);
+            }
+            if let Some(mut head) = fixed {
+                let dotdot = if is_root { 0 } else { parent };
+                set_entry_cluster(&mut head[1], dotdot);
+                if head.iter().zip(&entries).any(|(a, b)| a != b) {
+                    for (off, e) in slots.iter().zip(&head) {
+                        dev.seek(SeekFrom::Start(*off))?;
+                        dev.write_all(e)?;
+                    }
+                }
+            }
+        }
+        for e in &entries {
+            let name = &e[..11];
+            if e[0] == 0xE5 || e[11] == ATTR_LFN || e[11] & ATTR_DIR == 0 || name == DOT || name == DOTDOT {
+                continue;
+            }
+            stack.push((entry_cluster(e), dir, dir == geo.root_cluster));
+        }
+    }
     Ok(())
 }
 
@@ -273,6 +395,35 @@ mod tests {
         drop(fs);
         let dump = dump_fat(&mut dev).unwrap();
         assert!(dump.contains("/loader/loader.conf  10 bytes  2023-11-14 22:13:20"), "{dump}");
+    }
+
+    #[test]
+    fn subdirectories_start_with_dot_and_dotdot() {
+        let size = 33 * MIB;
+        let mut dev = SparseBuf::new(size);
+        let opts = EspOptions { label: "ESP".into(), volume_id: 1, epoch: 1_700_000_000 };
+        let files = vec![EspFile { path: "a/b/c".into(), data: b"x".to_vec() }];
+        write_esp(&mut dev, size, &opts, &files).unwrap();
+        let geo = Geometry::read(&mut dev).unwrap();
+        let read = |dev: &mut SparseBuf, off: u64| {
+            let mut e = [0u8; 32];
+            dev.seek(SeekFrom::Start(off)).unwrap();
+            dev.read_exact(&mut e).unwrap();
+            e
+        };
+        // Find /a in the root directory, then /a/b in /a.
+        let find = |dev: &mut SparseBuf, dir: u32, name: &[u8; 11]| {
+            let slots = geo.dir_slots(dev, dir).unwrap();
+            slots.iter().map(|&o| read(dev, o)).find(|e| &e[..11] == name).map(|e| entry_cluster(&e)).unwrap()
+        };
+        let a = find(&mut dev, geo.root_cluster, b"A          ");
+        let b = find(&mut dev, a, b"B          ");
+        for (dir, parent) in [(a, 0), (b, a)] {
+            let slots = geo.dir_slots(&mut dev, dir).unwrap();
+            let (dot, dotdot) = (read(&mut dev, slots[0]), read(&mut dev, slots[1]));
+            assert_eq!((&dot[..11], entry_cluster(&dot)), (&DOT[..], dir));
+            assert_eq!((&dotdot[..11], entry_cluster(&dotdot)), (&DOTDOT[..], parent));
+        }
     }
 
     #[test]
