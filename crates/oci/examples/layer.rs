@@ -4,9 +4,8 @@
 use std::{io::BufWriter, path::PathBuf, process::ExitCode, time::Instant};
 
 use kiln_oci::{
-    compress::{compress_stream, CompressOptions, Compression},
-    layer::{write_tar, DirSource, LayerPlan},
-    scan::{scan_tree, ScanOptions},
+    compress::{CompressOptions, Compression},
+    tree_layer::write_tree_layer,
 };
 
 const USAGE: &str =
@@ -16,35 +15,16 @@ fn run() -> Result<(), String> {
     let mut args = std::env::args().skip(1);
     let mut positional: Vec<String> = Vec::new();
     let mut opts = CompressOptions::new(Compression::Zstd);
-    let mut epoch: Option<u64> = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|v| v.parse().ok());
+    let mut epoch: Option<u64> = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.parse().ok());
     while let Some(a) = args.next() {
-        let mut value = |name: &str| {
-            args.next()
-                .ok_or_else(|| format!("{name} needs a value\n{USAGE}"))
-        };
+        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
         match a.as_str() {
             "--compression" => opts.compression = value("--compression")?.parse()?,
-            "--level" => {
-                opts.level = Some(
-                    value("--level")?
-                        .parse()
-                        .map_err(|e| format!("--level: {e}"))?,
-                )
-            }
+            "--level" => opts.level = Some(value("--level")?.parse().map_err(|e| format!("--level: {e}"))?),
             "--threads" => {
-                opts.threads = value("--threads")?
-                    .parse()
-                    .map_err(|e| format!("--threads: {e}"))?
+                opts.threads = value("--threads")?.parse().map_err(|e| format!("--threads: {e}"))?
             }
-            "--epoch" => {
-                epoch = Some(
-                    value("--epoch")?
-                        .parse()
-                        .map_err(|e| format!("--epoch: {e}"))?,
-                )
-            }
+            "--epoch" => epoch = Some(value("--epoch")?.parse().map_err(|e| format!("--epoch: {e}"))?),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -59,21 +39,12 @@ fn run() -> Result<(), String> {
     let epoch = epoch.unwrap_or(u64::MAX >> 1);
 
     let start = Instant::now();
-    let scan = scan_tree(&tree, &ScanOptions::default()).map_err(|e| e.to_string())?;
-    let plan = LayerPlan::full(&scan.index, epoch);
-    let scanned = start.elapsed();
     let file = std::fs::File::create(&out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let (w, (), d) = compress_stream(BufWriter::with_capacity(1 << 20, file), &opts, |w| {
-        write_tar(&plan, &DirSource::new(&tree), w).map(|_| ())
-    })
-    .map_err(|e: kiln_oci::Error| e.to_string())?;
+    let (w, layer) = write_tree_layer(&tree, epoch, &opts, BufWriter::with_capacity(1 << 20, file))
+        .map_err(|e| e.to_string())?;
     w.into_inner().map_err(|e| e.error().to_string())?;
-    eprintln!(
-        "{} entries, scan {:.2}s, total {:.2}s",
-        plan.entries.len(),
-        scanned.as_secs_f64(),
-        start.elapsed().as_secs_f64()
-    );
+    eprintln!("{} entries in {:.2}s", layer.entries, start.elapsed().as_secs_f64());
+    let d = layer.digests;
     println!("diff_id {}", d.diff_id);
     println!("digest {}", d.digest);
     println!("size {}", d.size);

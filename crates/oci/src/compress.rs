@@ -58,9 +58,7 @@ impl std::str::FromStr for Compression {
             "none" => Ok(Self::None),
             "gzip" => Ok(Self::Gzip),
             "zstd" => Ok(Self::Zstd),
-            _ => Err(format!(
-                "unknown compression `{s}` (expected none, gzip or zstd)"
-            )),
+            _ => Err(format!("unknown compression `{s}` (expected none, gzip or zstd)")),
         }
     }
 }
@@ -77,11 +75,7 @@ pub struct CompressOptions {
 
 impl CompressOptions {
     pub fn new(compression: Compression) -> Self {
-        Self {
-            compression,
-            level: None,
-            threads: 0,
-        }
+        Self { compression, level: None, threads: 0 }
     }
 
     pub fn level(&self) -> i32 {
@@ -120,19 +114,11 @@ pub struct HashWriter<W> {
 
 impl<W: Write> HashWriter<W> {
     pub fn new(inner: W) -> Self {
-        Self {
-            inner,
-            hasher: sha2::Sha256::new(),
-            count: 0,
-        }
+        Self { inner, hasher: sha2::Sha256::new(), count: 0 }
     }
 
     pub fn finish(self) -> (W, Sha256, u64) {
-        (
-            self.inner,
-            Sha256(self.hasher.finalize().into()),
-            self.count,
-        )
+        (self.inner, Sha256(self.hasher.finalize().into()), self.count)
     }
 }
 
@@ -165,45 +151,40 @@ where
     let workers = opts.workers();
     let level = opts.level();
     let (compressed, value, diff_id, uncompressed_size) = match opts.compression {
-        Compression::None => {
-            let mut raw = HashWriter::new(compressed);
-            let value = produce(&mut raw)?;
-            let (inner, d, n) = raw.finish();
-            (inner, value, d, n)
-        }
+        Compression::None => hashed(compressed, produce)?,
         Compression::Zstd => {
             let mut enc = zstd::stream::write::Encoder::new(compressed, level)?;
             enc.multithread(u32::try_from(workers).unwrap_or(u32::MAX))?;
             enc.include_checksum(true)?;
-            let mut raw = HashWriter::new(enc);
-            let value = produce(&mut raw)?;
-            let (enc, d, n) = raw.finish();
+            let (enc, value, d, n) = hashed(enc, produce)?;
             (enc.finish()?, value, d, n)
         }
         Compression::Gzip => {
             let level = u32::try_from(level.clamp(0, 9)).unwrap_or(6);
-            let (compressed, (value, d, n)) =
-                gzip_parallel(compressed, level, workers, GZIP_CHUNK, |w| {
-                    let mut raw = HashWriter::new(w);
-                    let value = produce(&mut raw)?;
-                    let (_, d, n) = raw.finish();
-                    Ok::<_, E>((value, d, n))
-                })?;
+            let (compressed, (value, d, n)) = gzip_parallel(compressed, level, workers, GZIP_CHUNK, |w| {
+                let (_, value, d, n) = hashed(w, produce)?;
+                Ok::<_, E>((value, d, n))
+            })?;
             (compressed, value, d, n)
         }
     };
     let (mut out, digest, size) = compressed.finish();
     out.flush()?;
-    Ok((
-        out,
-        value,
-        LayerDigests {
-            diff_id,
-            digest,
-            size,
-            uncompressed_size,
-        },
-    ))
+    Ok((out, value, LayerDigests { diff_id, digest, size, uncompressed_size }))
+}
+
+/// Runs `produce` on a buffered, hashing writer over `inner`: the compressors get large writes whatever
+/// the producer's write sizes.
+fn hashed<W, T, E, F>(inner: W, produce: F) -> Result<(W, T, Sha256, u64), E>
+where
+    W: Write,
+    E: From<io::Error>,
+    F: FnOnce(&mut dyn Write) -> Result<T, E>,
+{
+    let mut w = io::BufWriter::with_capacity(1 << 20, HashWriter::new(inner));
+    let value = produce(&mut w)?;
+    let (inner, digest, n) = w.into_inner().map_err(io::IntoInnerError::into_error)?.finish();
+    Ok((inner, value, digest, n))
 }
 
 /// Uncompressed bytes per gzip chunk.
@@ -227,17 +208,11 @@ fn deflate_chunk(
     }
     out.clear();
     out.reserve(data.len() + data.len() / 8 + 1024);
-    let flush = if last {
-        FlushCompress::Finish
-    } else {
-        FlushCompress::Sync
-    };
+    let flush = if last { FlushCompress::Finish } else { FlushCompress::Sync };
     let start = c.total_in();
     loop {
         let consumed = usize::try_from(c.total_in() - start).unwrap_or(usize::MAX);
-        let status = c
-            .compress_vec(&data[consumed..], out, flush)
-            .map_err(io::Error::other)?;
+        let status = c.compress_vec(&data[consumed..], out, flush).map_err(io::Error::other)?;
         let consumed = usize::try_from(c.total_in() - start).unwrap_or(usize::MAX);
         let room = out.capacity() - out.len();
         let done = match status {
@@ -287,19 +262,11 @@ struct ParGz<'a, W: Write> {
 
 impl<W: Write> ParGz<'_, W> {
     fn submit(&mut self, last: bool) -> io::Result<()> {
-        let fresh = self
-            .spare
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(self.chunk_size));
+        let fresh = self.spare.pop().unwrap_or_else(|| Vec::with_capacity(self.chunk_size));
         let data = std::mem::replace(&mut self.buf, fresh);
         let dict = std::mem::take(&mut self.dict);
         self.dict = data[data.len().saturating_sub(WINDOW)..].to_vec();
-        let job = Job {
-            seq: self.seq,
-            dict,
-            data,
-            last,
-        };
+        let job = Job { seq: self.seq, dict, data, last };
         self.seq += 1;
         self.jobs
             .as_ref()
@@ -315,10 +282,7 @@ impl<W: Write> ParGz<'_, W> {
 
     /// Waits for one finished chunk and writes out everything that is now in order.
     fn receive(&mut self) -> io::Result<()> {
-        let done = self
-            .done
-            .recv()
-            .map_err(|_| io::Error::other("gzip worker stopped"))?;
+        let done = self.done.recv().map_err(|_| io::Error::other("gzip worker stopped"))?;
         self.in_flight -= 1;
         let mut data = done.data;
         data.clear();
@@ -337,8 +301,7 @@ impl<W: Write> ParGz<'_, W> {
         while self.in_flight > 0 {
             self.receive()?;
         }
-        self.out
-            .write_all(&self.crc.clone().finalize().to_le_bytes())?;
+        self.out.write_all(&self.crc.clone().finalize().to_le_bytes())?;
         // ISIZE is the length modulo 2^32.
         self.out.write_all(&(self.len as u32).to_le_bytes())?;
         Ok(self.out)
@@ -393,11 +356,7 @@ where
                     let Ok(job) = job else { break };
                     let mut out = Vec::new();
                     let res = deflate_chunk(&mut c, &job.dict, &job.data, job.last, &mut out);
-                    let done = Done {
-                        seq: job.seq,
-                        out: res.map(|()| out),
-                        data: job.data,
-                    };
+                    let done = Done { seq: job.seq, out: res.map(|()| out), data: job.data };
                     if done_tx.send(done).is_err() {
                         break;
                     }
@@ -437,9 +396,7 @@ mod tests {
         let mut x = seed;
         let mut v = Vec::with_capacity(len);
         while v.len() < len {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             let word = b"kiln image layer tar zstd gzip deflate chunk ";
             let start = (x >> 33) as usize % word.len();
             v.extend_from_slice(&word[start..]);
@@ -450,11 +407,7 @@ mod tests {
     }
 
     fn compress(c: Compression, threads: usize, input: &[u8]) -> (Vec<u8>, LayerDigests) {
-        let opts = CompressOptions {
-            compression: c,
-            level: None,
-            threads,
-        };
+        let opts = CompressOptions { compression: c, level: None, threads };
         let (out, (), d) = compress_stream(Vec::new(), &opts, |w| {
             // Odd write sizes: chunking must not depend on how the producer writes.
             for piece in input.chunks(7919) {
@@ -477,16 +430,9 @@ mod tests {
         assert_eq!(d1.digest, Sha256::of(&one));
         assert_eq!(d1.size, one.len() as u64);
         assert_eq!(d1.uncompressed_size, input.len() as u64);
-        assert!(
-            one.len() < input.len() / 2,
-            "compressed {} of {}",
-            one.len(),
-            input.len()
-        );
+        assert!(one.len() < input.len() / 2, "compressed {} of {}", one.len(), input.len());
         let mut back = Vec::new();
-        flate2::read::GzDecoder::new(&one[..])
-            .read_to_end(&mut back)
-            .unwrap();
+        flate2::read::GzDecoder::new(&one[..]).read_to_end(&mut back).unwrap();
         assert_eq!(back, input);
     }
 
@@ -496,9 +442,7 @@ mod tests {
             let input = data(len, len as u64);
             let (gz, _) = compress(Compression::Gzip, 3, &input);
             let mut back = Vec::new();
-            flate2::read::GzDecoder::new(&gz[..])
-                .read_to_end(&mut back)
-                .unwrap();
+            flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut back).unwrap();
             assert_eq!(back, input, "length {len}");
         }
     }
@@ -510,16 +454,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("layer.gz");
         std::fs::write(&path, &gz).unwrap();
-        let test = std::process::Command::new("gzip")
-            .arg("-t")
-            .arg(&path)
-            .status()
-            .expect("gzip is installed");
+        let test =
+            std::process::Command::new("gzip").arg("-t").arg(&path).status().expect("gzip is installed");
         assert!(test.success());
-        let cat = std::process::Command::new("zcat")
-            .arg(&path)
-            .output()
-            .unwrap();
+        let cat = std::process::Command::new("zcat").arg(&path).output().unwrap();
         assert!(cat.status.success());
         assert_eq!(cat.stdout, input);
     }
@@ -548,11 +486,7 @@ mod tests {
 
     #[test]
     fn producer_error_stops_workers() {
-        let opts = CompressOptions {
-            compression: Compression::Gzip,
-            level: None,
-            threads: 2,
-        };
+        let opts = CompressOptions { compression: Compression::Gzip, level: None, threads: 2 };
         let res: Result<(Vec<u8>, (), _), io::Error> = compress_stream(Vec::new(), &opts, |w| {
             w.write_all(&data(3 * GZIP_CHUNK, 1))?;
             Err(io::Error::other("tree vanished"))

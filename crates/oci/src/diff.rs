@@ -97,10 +97,7 @@ pub fn diff(parent: &TreeIndex, child: &TreeIndex) -> Vec<Change> {
 
 /// The tree entries and whiteout/opaque markers of a layer holding `changes` (entries from `child`),
 /// including the parent directories of every change.
-pub fn layer_entries(
-    changes: &[Change],
-    child: &TreeIndex,
-) -> (Vec<(TreePath, Entry)>, Vec<TreePath>) {
+pub fn layer_entries(changes: &[Change], child: &TreeIndex) -> (Vec<(TreePath, Entry)>, Vec<TreePath>) {
     let mut paths: BTreeSet<TreePath> = BTreeSet::new();
     let mut markers = Vec::new();
     for change in changes {
@@ -117,10 +114,7 @@ pub fn layer_entries(
         }
         paths.extend(path.ancestors());
     }
-    let entries = paths
-        .into_iter()
-        .filter_map(|p| child.get(&p).cloned().map(|e| (p, e)))
-        .collect();
+    let entries = paths.into_iter().filter_map(|p| child.get(&p).cloned().map(|e| (p, e))).collect();
     (entries, markers)
 }
 
@@ -143,10 +137,7 @@ mod tests {
 
     fn file(content: &str) -> Entry {
         Entry::new(
-            EntryKind::File {
-                size: content.len() as u64,
-                digest: Some(Sha256::of(content.as_bytes())),
-            },
+            EntryKind::File { size: content.len() as u64, digest: Some(Sha256::of(content.as_bytes())) },
             0o644,
         )
     }
@@ -156,9 +147,7 @@ mod tests {
     }
 
     fn tree(items: &[(&str, Entry)]) -> TreeIndex {
-        TreeIndex {
-            entries: items.iter().map(|(k, e)| (p(k), e.clone())).collect(),
-        }
+        TreeIndex { entries: items.iter().map(|(k, e)| (p(k), e.clone())).collect() }
     }
 
     fn show(changes: &[Change]) -> Vec<String> {
@@ -210,12 +199,7 @@ mod tests {
         child.insert(p("usr/share/doc/b"), later);
         assert_eq!(
             show(&diff(&base(), &child)),
-            [
-                "M etc/hostname",
-                "D etc/motd",
-                "A etc/new",
-                "M usr/share/doc/a"
-            ]
+            ["M etc/hostname", "D etc/motd", "A etc/new", "M usr/share/doc/a"]
         );
     }
 
@@ -248,10 +232,7 @@ mod tests {
     fn emptied_directory_gets_whiteouts() {
         let mut child = base();
         child.remove_descendants(&p("var/cache"));
-        assert_eq!(
-            show(&diff(&base(), &child)),
-            ["D var/cache/x", "D var/cache/y"]
-        );
+        assert_eq!(show(&diff(&base(), &child)), ["D var/cache/x", "D var/cache/y"]);
     }
 
     #[test]
@@ -267,10 +248,7 @@ mod tests {
         child.remove_descendants(&p("usr/share"));
         child.insert(p("usr/share/man"), dir());
         child.insert(p("usr/share/man/x"), file("x"));
-        assert_eq!(
-            show(&diff(&base(), &child)),
-            ["O usr/share", "A usr/share/man", "A usr/share/man/x"]
-        );
+        assert_eq!(show(&diff(&base(), &child)), ["O usr/share", "A usr/share/man", "A usr/share/man/x"]);
     }
 
     #[test]
@@ -281,10 +259,7 @@ mod tests {
         child.entries.remove(&p("etc/motd"));
         child.insert(p("etc/motd"), dir());
         child.insert(p("etc/motd/part"), file("p"));
-        assert_eq!(
-            show(&diff(&base(), &child)),
-            ["M etc/motd", "A etc/motd/part", "M var/cache/y"]
-        );
+        assert_eq!(show(&diff(&base(), &child)), ["M etc/motd", "A etc/motd/part", "M var/cache/y"]);
     }
 
     #[test]
@@ -293,18 +268,7 @@ mod tests {
         child.entries.remove(&p("etc/motd"));
         child.insert(p("etc/added"), file("n"));
         let (_, plan) = diff_layer(&base(), &child, 100);
-        let shown: Vec<_> = plan
-            .entries
-            .iter()
-            .map(|e| format!("{:?} {}", e.kind, e.path))
-            .collect();
-        assert_eq!(
-            shown,
-            [
-                "Dir etc",
-                "Whiteout etc/.wh.motd",
-                "File { size: 1 } etc/added"
-            ]
-        );
+        let shown: Vec<_> = plan.entries.iter().map(|e| format!("{:?} {}", e.kind, e.path)).collect();
+        assert_eq!(shown, ["Dir etc", "Whiteout etc/.wh.motd", "File { size: 1 } etc/added"]);
     }
 }

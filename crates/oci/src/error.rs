@@ -19,14 +19,8 @@ pub enum Error {
         source: io::Error,
     },
 
-    #[error(
-        "`{path}` changed while the layer was written: expected {expected} bytes, found {found}"
-    )]
-    FileChanged {
-        path: String,
-        expected: u64,
-        found: u64,
-    },
+    #[error("`{path}` changed while the layer was written: expected {expected} bytes, found {found}")]
+    FileChanged { path: String, expected: u64, found: u64 },
 
     #[error("`{path}` has an extended attribute whose name is not UTF-8: {name:?}")]
     NonUtf8Xattr { path: String, name: String },
@@ -50,11 +44,7 @@ pub enum Error {
     DigestMismatch { digest: String, actual: String },
 
     #[error("blob {digest} has {actual} bytes, its descriptor says {expected}")]
-    SizeMismatch {
-        digest: String,
-        expected: u64,
-        actual: u64,
-    },
+    SizeMismatch { digest: String, expected: u64, actual: u64 },
 
     #[error("unsupported media type `{media_type}`")]
     UnsupportedMediaType { media_type: String },

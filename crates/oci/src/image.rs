@@ -7,11 +7,10 @@
 use std::collections::BTreeMap;
 
 use oci_spec::image::{
-    Arch, Config, ConfigBuilder, Descriptor, DescriptorBuilder, History, HistoryBuilder,
-    ImageConfiguration, ImageConfigurationBuilder, ImageIndexBuilder, ImageManifestBuilder,
-    MediaType, Os, PlatformBuilder, RootFsBuilder, ANNOTATION_BASE_IMAGE_DIGEST,
-    ANNOTATION_BASE_IMAGE_NAME, ANNOTATION_CREATED, ANNOTATION_REF_NAME, ANNOTATION_REVISION,
-    ANNOTATION_SOURCE, ANNOTATION_VERSION,
+    Arch, Config, ConfigBuilder, Descriptor, DescriptorBuilder, History, HistoryBuilder, ImageConfiguration,
+    ImageConfigurationBuilder, ImageIndexBuilder, ImageManifestBuilder, MediaType, Os, PlatformBuilder,
+    RootFsBuilder, ANNOTATION_BASE_IMAGE_DIGEST, ANNOTATION_BASE_IMAGE_NAME, ANNOTATION_CREATED,
+    ANNOTATION_REF_NAME, ANNOTATION_REVISION, ANNOTATION_SOURCE, ANNOTATION_VERSION,
 };
 use serde::Serialize;
 
@@ -152,19 +151,11 @@ pub struct Blob {
 impl Blob {
     fn new(media_type: MediaType, bytes: Vec<u8>) -> Self {
         let digest = Sha256::of(&bytes);
-        Self {
-            media_type,
-            bytes,
-            digest,
-        }
+        Self { media_type, bytes, digest }
     }
 
     pub fn descriptor(&self) -> Descriptor {
-        Descriptor::new(
-            self.media_type.clone(),
-            self.bytes.len() as u64,
-            self.digest.to_oci(),
-        )
+        Descriptor::new(self.media_type.clone(), self.bytes.len() as u64, self.digest.to_oci())
     }
 }
 
@@ -205,8 +196,7 @@ fn sorted(v: serde_json::Value) -> serde_json::Value {
     use serde_json::Value;
     match v {
         Value::Object(map) => {
-            let entries: BTreeMap<String, Value> =
-                map.into_iter().map(|(k, v)| (k, sorted(v))).collect();
+            let entries: BTreeMap<String, Value> = map.into_iter().map(|(k, v)| (k, sorted(v))).collect();
             Value::Object(entries.into_iter().collect())
         }
         Value::Array(a) => Value::Array(a.into_iter().map(sorted).collect()),
@@ -234,12 +224,7 @@ pub fn rfc3339(epoch: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// The `org.opencontainers.image.*` annotations of the manifest (without `ref.name`).
@@ -257,10 +242,7 @@ pub fn annotations(spec: &ImageSpec, base: Option<&BaseImage>) -> BTreeMap<Strin
     }
     if let Some(b) = base {
         a.insert(ANNOTATION_BASE_IMAGE_NAME.to_string(), b.name.clone());
-        a.insert(
-            ANNOTATION_BASE_IMAGE_DIGEST.to_string(),
-            b.manifest_digest.clone(),
-        );
+        a.insert(ANNOTATION_BASE_IMAGE_DIGEST.to_string(), b.manifest_digest.clone());
     }
     a
 }
@@ -277,10 +259,7 @@ pub fn build_documents(
     let mut history: Vec<History> = base.map(|b| b.history.clone()).unwrap_or_default();
     for l in layers {
         history.push(
-            HistoryBuilder::default()
-                .created(created.clone())
-                .created_by(l.created_by.clone())
-                .build()?,
+            HistoryBuilder::default().created(created.clone()).created_by(l.created_by.clone()).build()?,
         );
     }
     let config: ImageConfiguration = ImageConfigurationBuilder::default()
@@ -288,12 +267,7 @@ pub fn build_documents(
         .architecture(spec.architecture.clone())
         .os(spec.os.clone())
         .config(spec.config.to_oci()?)
-        .rootfs(
-            RootFsBuilder::default()
-                .typ("layers")
-                .diff_ids(diff_ids)
-                .build()?,
-        )
+        .rootfs(RootFsBuilder::default().typ("layers").diff_ids(diff_ids).build()?)
         .history(history)
         .build()?;
     let config = Blob::new(MediaType::ImageConfig, canonical_json(&config)?);
@@ -306,11 +280,7 @@ pub fn build_documents(
         .media_type(MediaType::ImageManifest)
         .config(config.descriptor())
         .layers(layer_descs)
-        .annotations(
-            ann.clone()
-                .into_iter()
-                .collect::<std::collections::HashMap<_, _>>(),
-        )
+        .annotations(ann.clone().into_iter().collect::<std::collections::HashMap<_, _>>())
         .build()?;
     let manifest = Blob::new(MediaType::ImageManifest, canonical_json(&manifest)?);
 
@@ -321,28 +291,16 @@ pub fn build_documents(
         .digest(manifest.digest.to_oci())
         .size(manifest.bytes.len() as u64)
         .platform(
-            PlatformBuilder::default()
-                .architecture(spec.architecture.clone())
-                .os(spec.os.clone())
-                .build()?,
+            PlatformBuilder::default().architecture(spec.architecture.clone()).os(spec.os.clone()).build()?,
         )
-        .annotations(
-            index_ann
-                .into_iter()
-                .collect::<std::collections::HashMap<_, _>>(),
-        )
+        .annotations(index_ann.into_iter().collect::<std::collections::HashMap<_, _>>())
         .build()?;
     let index = ImageIndexBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageIndex)
         .manifests(vec![manifest_descriptor.clone()])
         .build()?;
-    Ok(Documents {
-        config,
-        manifest,
-        manifest_descriptor,
-        index: canonical_json(&index)?,
-    })
+    Ok(Documents { config, manifest, manifest_descriptor, index: canonical_json(&index)? })
 }
 
 #[cfg(test)]
@@ -406,23 +364,12 @@ mod tests {
         assert_eq!(a.config.digest, Sha256::of(&a.config.bytes));
         assert_eq!(a.manifest.digest, Sha256::of(&a.manifest.bytes));
         let index: serde_json::Value = serde_json::from_slice(&a.index).unwrap();
-        assert_eq!(
-            index["manifests"][0]["digest"],
-            a.manifest.digest.to_string()
-        );
-        assert_eq!(
-            index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
-            "1.2.0"
-        );
-        assert!(index["manifests"][0]["annotations"]
-            .get("org.opencontainers.image.base.name")
-            .is_none());
+        assert_eq!(index["manifests"][0]["digest"], a.manifest.digest.to_string());
+        assert_eq!(index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"], "1.2.0");
+        assert!(index["manifests"][0]["annotations"].get("org.opencontainers.image.base.name").is_none());
         // Round trip through oci-spec's own types.
         let cfg = ImageConfiguration::from_reader(&a.config.bytes[..]).unwrap();
-        assert_eq!(
-            cfg.rootfs().diff_ids(),
-            &vec![Sha256([101; 32]).to_string()]
-        );
+        assert_eq!(cfg.rootfs().diff_ids(), &vec![Sha256([101; 32]).to_string()]);
         assert_eq!(cfg.created().as_deref(), Some("2023-11-14T22:13:20Z"));
     }
 

@@ -89,14 +89,67 @@ pub fn clamp_mtime(mtime: i64, epoch: u64) -> u64 {
     u64::try_from(mtime).unwrap_or(0).min(epoch)
 }
 
+/// Turns tree entries, given in layer order, into layer entries: clamps mtimes and makes every later path
+/// of a multiply linked inode a hard link to the first one.
+#[derive(Debug, Clone)]
+pub struct Planner {
+    epoch: u64,
+    first_link: HashMap<(u64, u64), TreePath>,
+}
+
+impl Planner {
+    pub fn new(epoch: u64) -> Self {
+        Self { epoch, first_link: HashMap::new() }
+    }
+
+    /// The layer entry of `entry` at `path` (entries must come in bytewise path order).
+    pub fn entry(&mut self, path: TreePath, e: Entry) -> LayerEntry {
+        let kind = match e.kind {
+            EntryKind::File { size, .. } => match e.inode {
+                Some(ino) => match self.first_link.get(&ino) {
+                    Some(target) => LayerKind::Hardlink { target: target.clone() },
+                    None => {
+                        self.first_link.insert(ino, path.clone());
+                        LayerKind::File { size }
+                    }
+                },
+                None => LayerKind::File { size },
+            },
+            EntryKind::Dir => LayerKind::Dir,
+            EntryKind::Symlink { target } => LayerKind::Symlink { target },
+            EntryKind::CharDevice { major, minor } => LayerKind::CharDevice { major, minor },
+            EntryKind::BlockDevice { major, minor } => LayerKind::BlockDevice { major, minor },
+            EntryKind::Fifo => LayerKind::Fifo,
+        };
+        LayerEntry {
+            path,
+            kind,
+            mode: e.mode & 0o7777,
+            uid: e.uid,
+            gid: e.gid,
+            mtime: clamp_mtime(e.mtime, self.epoch),
+            xattrs: e.xattrs,
+        }
+    }
+
+    /// A whiteout or opaque marker entry at `path`: an empty file owned by root, mode 0, at the epoch.
+    pub fn marker(&self, path: TreePath) -> LayerEntry {
+        LayerEntry {
+            path,
+            kind: LayerKind::Whiteout,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            mtime: self.epoch,
+            xattrs: BTreeMap::new(),
+        }
+    }
+}
+
 impl LayerPlan {
     /// A layer holding every entry of `index`.
     pub fn full(index: &TreeIndex, epoch: u64) -> Self {
-        Self::new(
-            index.entries.iter().map(|(p, e)| (p.clone(), e.clone())),
-            std::iter::empty(),
-            epoch,
-        )
+        Self::new(index.entries.iter().map(|(p, e)| (p.clone(), e.clone())), std::iter::empty(), epoch)
     }
 
     /// A layer of the given tree entries plus whiteout/opaque marker paths (as made by [`whiteout_path`] and
@@ -113,53 +166,12 @@ impl LayerPlan {
             .collect();
         items.sort_by(|a, b| a.0.cmp(&b.0));
         items.dedup_by(|a, b| a.0 == b.0);
-        let mut first_link: HashMap<(u64, u64), TreePath> = HashMap::new();
+        let mut planner = Planner::new(epoch);
         let entries = items
             .into_iter()
-            .map(|(path, entry)| {
-                let Some(e) = entry else {
-                    return LayerEntry {
-                        path,
-                        kind: LayerKind::Whiteout,
-                        mode: 0,
-                        uid: 0,
-                        gid: 0,
-                        mtime: epoch,
-                        xattrs: BTreeMap::new(),
-                    };
-                };
-                let kind = match e.kind {
-                    EntryKind::File { size, .. } => match e.inode {
-                        Some(ino) => match first_link.get(&ino) {
-                            Some(target) => LayerKind::Hardlink {
-                                target: target.clone(),
-                            },
-                            None => {
-                                first_link.insert(ino, path.clone());
-                                LayerKind::File { size }
-                            }
-                        },
-                        None => LayerKind::File { size },
-                    },
-                    EntryKind::Dir => LayerKind::Dir,
-                    EntryKind::Symlink { target } => LayerKind::Symlink { target },
-                    EntryKind::CharDevice { major, minor } => {
-                        LayerKind::CharDevice { major, minor }
-                    }
-                    EntryKind::BlockDevice { major, minor } => {
-                        LayerKind::BlockDevice { major, minor }
-                    }
-                    EntryKind::Fifo => LayerKind::Fifo,
-                };
-                LayerEntry {
-                    path,
-                    kind,
-                    mode: e.mode & 0o7777,
-                    uid: e.uid,
-                    gid: e.gid,
-                    mtime: clamp_mtime(e.mtime, epoch),
-                    xattrs: e.xattrs,
-                }
+            .map(|(path, entry)| match entry {
+                Some(e) => planner.entry(path, e),
+                None => planner.marker(path),
             })
             .collect();
         Self { entries }
@@ -201,9 +213,7 @@ impl DirSource {
 
 impl ContentSource for DirSource {
     fn open(&self, path: &TreePath) -> io::Result<Box<dyn Read + '_>> {
-        Ok(Box::new(fs_err::File::open(
-            self.root.join(path.to_path_buf()),
-        )?))
+        Ok(Box::new(fs_err::File::open(self.root.join(path.to_path_buf()))?))
     }
 }
 
@@ -284,8 +294,7 @@ fn header_for(e: &LayerEntry) -> (tar::Header, Vec<(String, Vec<u8>)>) {
         h.set_size(size);
     }
     h.set_mtime(e.mtime);
-    if let LayerKind::CharDevice { major, minor } | LayerKind::BlockDevice { major, minor } = e.kind
-    {
+    if let LayerKind::CharDevice { major, minor } | LayerKind::BlockDevice { major, minor } = e.kind {
         if let Some(u) = h.as_ustar_mut() {
             u.set_device_major(major);
             u.set_device_minor(minor);
@@ -323,14 +332,9 @@ impl Read for ExactReader<'_> {
         if self.remaining == 0 {
             return Ok(0);
         }
-        let want = buf
-            .len()
-            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let want = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want]).map_err(|source| {
-            io::Error::other(ContentError(Error::ReadContent {
-                path: self.path.to_string(),
-                source,
-            }))
+            io::Error::other(ContentError(Error::ReadContent { path: self.path.to_string(), source }))
         })?;
         if n == 0 {
             return Err(io::Error::other(ContentError(Error::FileChanged {
@@ -356,15 +360,26 @@ fn split_copy_error(e: io::Error) -> Error {
     }
 }
 
-/// Writes the layer as an uncompressed tar stream into `out` and returns `out`.
-pub fn write_tar<W: Write>(
-    plan: &LayerPlan,
-    source: &dyn ContentSource,
-    out: W,
-) -> Result<W, Error> {
-    let mut b = tar::Builder::new(out);
-    let mut buf: Vec<u8> = Vec::new();
-    for e in &plan.entries {
+/// Writes layer entries one by one as a tar stream.
+pub struct TarWriter<W: Write> {
+    builder: tar::Builder<W>,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> std::fmt::Debug for TarWriter<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TarWriter").finish_non_exhaustive()
+    }
+}
+
+impl<W: Write> TarWriter<W> {
+    pub fn new(out: W) -> Self {
+        Self { builder: tar::Builder::new(out), buf: Vec::new() }
+    }
+
+    /// Appends one entry; a regular file's content is read from `source`.
+    pub fn append(&mut self, e: &LayerEntry, source: &dyn ContentSource) -> Result<(), Error> {
+        let b = &mut self.builder;
         let (header, pax) = header_for(e);
         if !pax.is_empty() {
             b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
@@ -375,21 +390,14 @@ pub fn write_tar<W: Write>(
             _ => 0,
         };
         if size == 0 {
-            b.append(&header, io::empty()).map_err(Error::Write)?;
-            continue;
+            return b.append(&header, io::empty()).map_err(Error::Write);
         }
-        let read_err = |source| Error::ReadContent {
-            path: e.path.to_string(),
-            source,
-        };
+        let read_err = |source| Error::ReadContent { path: e.path.to_string(), source };
         let mut reader = source.open(&e.path).map_err(read_err)?;
         if size <= SLURP_LIMIT {
+            let buf = &mut self.buf;
             buf.clear();
-            reader
-                .by_ref()
-                .take(size + 1)
-                .read_to_end(&mut buf)
-                .map_err(read_err)?;
+            reader.by_ref().take(size + 1).read_to_end(buf).map_err(read_err)?;
             if buf.len() as u64 != size {
                 return Err(Error::FileChanged {
                     path: e.path.to_string(),
@@ -397,7 +405,7 @@ pub fn write_tar<W: Write>(
                     found: buf.len() as u64,
                 });
             }
-            b.append(&header, &buf[..]).map_err(Error::Write)?;
+            b.append(&header, &buf[..]).map_err(Error::Write)
         } else {
             let mut exact = ExactReader {
                 inner: io::BufReader::with_capacity(1 << 20, reader),
@@ -408,15 +416,25 @@ pub fn write_tar<W: Write>(
             b.append(&header, &mut exact).map_err(split_copy_error)?;
             let mut probe = [0u8; 1];
             if exact.inner.read(&mut probe).map_err(read_err)? != 0 {
-                return Err(Error::FileChanged {
-                    path: e.path.to_string(),
-                    expected: size,
-                    found: size + 1,
-                });
+                return Err(Error::FileChanged { path: e.path.to_string(), expected: size, found: size + 1 });
             }
+            Ok(())
         }
     }
-    b.into_inner().map_err(Error::Write)
+
+    /// Writes the end-of-archive blocks and returns the output.
+    pub fn finish(self) -> Result<W, Error> {
+        self.builder.into_inner().map_err(Error::Write)
+    }
+}
+
+/// Writes the layer as an uncompressed tar stream into `out` and returns `out`.
+pub fn write_tar<W: Write>(plan: &LayerPlan, source: &dyn ContentSource, out: W) -> Result<W, Error> {
+    let mut w = TarWriter::new(out);
+    for e in &plan.entries {
+        w.append(e, source)?;
+    }
+    w.finish()
 }
 
 /// A tar entry read back from a layer.
@@ -451,9 +469,7 @@ impl ReadEntry {
 }
 
 fn bad(reason: impl Into<String>) -> Error {
-    Error::BadLayer {
-        reason: reason.into(),
-    }
+    Error::BadLayer { reason: reason.into() }
 }
 
 /// Decodes the metadata of one entry of a tar stream (PAX path, linkpath, ids, mtime and xattrs honoured).
@@ -479,22 +495,15 @@ pub fn read_entry<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<ReadEntry, E
     let h = entry.header();
     let num = |r: io::Result<u64>, what: &str| {
         r.map_err(|e| bad(format!("{what} of `{path}`: {e}")))
-            .and_then(|v| {
-                u32::try_from(v).map_err(|_| bad(format!("{what} of `{path}` too large")))
-            })
+            .and_then(|v| u32::try_from(v).map_err(|_| bad(format!("{what} of `{path}` too large"))))
     };
-    let mode = h
-        .mode()
-        .map_err(|e| bad(format!("mode of `{path}`: {e}")))?
-        & 0o7777;
+    let mode = h.mode().map_err(|e| bad(format!("mode of `{path}`: {e}")))? & 0o7777;
     let uid = num(h.uid(), "uid")?;
     let gid = num(h.gid(), "gid")?;
     let mtime = match mtime_pax {
         Some(m) => m,
         None => {
-            let m = h
-                .mtime()
-                .map_err(|e| bad(format!("mtime of `{path}`: {e}")))?;
+            let m = h.mtime().map_err(|e| bad(format!("mtime of `{path}`: {e}")))?;
             i64::try_from(m).unwrap_or(i64::MAX)
         }
     };
@@ -523,9 +532,7 @@ pub fn read_entry<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<ReadEntry, E
         }
         EntryType::Directory => LayerKind::Dir,
         EntryType::Symlink => LayerKind::Symlink { target: link()? },
-        EntryType::Link => LayerKind::Hardlink {
-            target: TreePath::new(link()?)?,
-        },
+        EntryType::Link => LayerKind::Hardlink { target: TreePath::new(link()?)? },
         EntryType::Char => {
             let (major, minor) = dev("character device")?;
             LayerKind::CharDevice { major, minor }
@@ -535,22 +542,9 @@ pub fn read_entry<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<ReadEntry, E
             LayerKind::BlockDevice { major, minor }
         }
         EntryType::Fifo => LayerKind::Fifo,
-        other => {
-            return Err(bad(format!(
-                "unsupported entry type {other:?} for `{path}`"
-            )))
-        }
+        other => return Err(bad(format!("unsupported entry type {other:?} for `{path}`"))),
     };
-    Ok(ReadEntry {
-        is_root: path.is_root(),
-        path,
-        kind,
-        mode,
-        uid,
-        gid,
-        mtime,
-        xattrs,
-    })
+    Ok(ReadEntry { is_root: path.is_root(), path, kind, mode, uid, gid, mtime, xattrs })
 }
 
 /// Escapes bytes for the listing: printable ASCII as is, everything else as `\xNN`.
@@ -581,19 +575,13 @@ pub fn listing<R: Read>(tar_stream: R) -> Result<String, Error> {
             LayerKind::Whiteout => ('w', 0, String::new()),
             LayerKind::Dir => ('d', 0, String::new()),
             LayerKind::Symlink { target } => ('l', 0, format!(" -> {}", escape(target))),
-            LayerKind::Hardlink { target } => {
-                ('h', 0, format!(" => {}", escape(target.as_bytes())))
-            }
+            LayerKind::Hardlink { target } => ('h', 0, format!(" => {}", escape(target.as_bytes()))),
             LayerKind::CharDevice { major, minor } => ('c', 0, format!(" {major},{minor}")),
             LayerKind::BlockDevice { major, minor } => ('b', 0, format!(" {major},{minor}")),
             LayerKind::Fifo => ('p', 0, String::new()),
         };
         let name = escape(&entry.path_bytes());
-        let _ = writeln!(
-            out,
-            "{t} {:04o} {}:{} {size} {} {name}{tail}",
-            e.mode, e.uid, e.gid, e.mtime
-        );
+        let _ = writeln!(out, "{t} {:04o} {}:{} {size} {} {name}{tail}", e.mode, e.uid, e.gid, e.mtime);
         for (k, v) in &e.xattrs {
             let _ = writeln!(out, "    xattr {k}={}", escape(v));
         }
@@ -647,10 +635,7 @@ mod tests {
         }
         let plan = LayerPlan::full(&idx, 10);
         let (_, list) = roundtrip(&plan, &BTreeMap::new());
-        assert_eq!(
-            names(&list),
-            ["B", "a/", "a-b", "a/c/", "a/c/d", "a/z", "b"]
-        );
+        assert_eq!(names(&list), ["B", "a/", "a-b", "a/c/", "a/c/d", "a/z", "b"]);
         let paths: Vec<&[u8]> = plan.entries.iter().map(|e| e.path.as_bytes()).collect();
         let mut sorted = paths.clone();
         sorted.sort();
@@ -666,22 +651,11 @@ mod tests {
         idx.insert(p(&long_dir), dir());
         idx.insert(p(&long), file(5, 0o600));
         let target = format!("/{long}");
-        idx.insert(
-            p("link"),
-            Entry::new(
-                EntryKind::Symlink {
-                    target: target.clone().into_bytes(),
-                },
-                0o777,
-            ),
-        );
+        idx.insert(p("link"), Entry::new(EntryKind::Symlink { target: target.clone().into_bytes() }, 0o777));
         let files = BTreeMap::from([(p(&long), b"hello".to_vec())]);
         let (tar, list) = roundtrip(&LayerPlan::full(&idx, 0), &files);
         assert!(list.contains(&format!("- 0600 0:0 5 0 {long}\n")), "{list}");
-        assert!(
-            list.contains(&format!("d 0755 0:0 0 0 {long_dir}/\n")),
-            "{list}"
-        );
+        assert!(list.contains(&format!("d 0755 0:0 0 0 {long_dir}/\n")), "{list}");
         assert!(list.contains(&format!("link -> {target}\n")), "{list}");
         // PAX records, not GNU long-name entries.
         assert!(tar.windows(5).any(|w| w == b"path="));
@@ -707,23 +681,16 @@ mod tests {
     #[test]
     fn xattrs_are_schily_pax_records() {
         let mut e = file(0, 0o755);
-        let cap = vec![
-            1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        ];
+        let cap = vec![1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         e.xattrs.insert("security.capability".into(), cap.clone());
         e.xattrs.insert("user.note".into(), b"x=y".to_vec());
-        let idx = TreeIndex {
-            entries: BTreeMap::from([(p("usr/bin/ping"), e)]),
-        };
+        let idx = TreeIndex { entries: BTreeMap::from([(p("usr/bin/ping"), e)]) };
         let (tar, _) = roundtrip(&LayerPlan::full(&idx, 0), &BTreeMap::new());
         let mut a = tar::Archive::new(&tar[..]);
         let mut entry = a.entries().unwrap().next().unwrap().unwrap();
         let read = read_entry(&mut entry).unwrap();
         assert_eq!(read.xattrs.get("security.capability"), Some(&cap));
-        assert_eq!(
-            read.xattrs.get("user.note").map(Vec::as_slice),
-            Some(&b"x=y"[..])
-        );
+        assert_eq!(read.xattrs.get("user.note").map(Vec::as_slice), Some(&b"x=y"[..]));
         let key = b"SCHILY.xattr.security.capability=";
         assert!(tar.windows(key.len()).any(|w| w == key));
     }
@@ -738,10 +705,7 @@ mod tests {
         }
         let files = BTreeMap::from([(p("a"), b"abc".to_vec())]);
         let (_, list) = roundtrip(&LayerPlan::full(&idx, 0), &files);
-        assert_eq!(
-            list,
-            "- 0644 0:0 3 0 a\nh 0644 0:0 0 0 m => a\nh 0644 0:0 0 0 z => a\n"
-        );
+        assert_eq!(list, "- 0644 0:0 3 0 a\nh 0644 0:0 0 0 m => a\nh 0644 0:0 0 0 z => a\n");
     }
 
     #[test]
@@ -753,10 +717,7 @@ mod tests {
             idx.insert(p(name), e);
         }
         let (_, list) = roundtrip(&LayerPlan::full(&idx, 1_700_000_000), &BTreeMap::new());
-        assert_eq!(
-            list,
-            "d 0755 0:0 0 0 neg/\nd 0755 0:0 0 1700000000 new/\nd 0755 0:0 0 1000 old/\n"
-        );
+        assert_eq!(list, "d 0755 0:0 0 0 neg/\nd 0755 0:0 0 1700000000 new/\nd 0755 0:0 0 1000 old/\n");
     }
 
     #[test]
@@ -764,9 +725,7 @@ mod tests {
         let mut e = file(0, 0o4755);
         e.uid = 1000;
         e.gid = 5_000_000;
-        let idx = TreeIndex {
-            entries: BTreeMap::from([(p("x"), e)]),
-        };
+        let idx = TreeIndex { entries: BTreeMap::from([(p("x"), e)]) };
         let (tar, list) = roundtrip(&LayerPlan::full(&idx, 0), &BTreeMap::new());
         assert_eq!(list, "- 4755 1000:5000000 0 0 x\n");
         // Empty user and group names in the ustar header of the entry (after the PAX header + records).
@@ -777,22 +736,10 @@ mod tests {
 
     #[test]
     fn file_that_changed_size_is_an_error() {
-        let idx = TreeIndex {
-            entries: BTreeMap::from([(p("f"), file(4, 0o644))]),
-        };
+        let idx = TreeIndex { entries: BTreeMap::from([(p("f"), file(4, 0o644))]) };
         let files = BTreeMap::from([(p("f"), b"abc".to_vec())]);
         let err = write_tar(&LayerPlan::full(&idx, 0), &files, Vec::new()).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::FileChanged {
-                    expected: 4,
-                    found: 3,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, Error::FileChanged { expected: 4, found: 3, .. }), "{err}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::{
     error::Error,
     layer::{write_tar, ContentSource, LayerPlan},
     tree::Sha256,
+    tree_layer::{write_tree_layer, TreeLayer},
 };
 
 /// Content of the `oci-layout` file.
@@ -49,11 +50,7 @@ impl LayoutWriter {
             fs_err::remove_dir_all(&tmp)?;
         }
         fs_err::create_dir_all(tmp.join("blobs/sha256"))?;
-        Ok(Self {
-            target: target.to_path_buf(),
-            tmp,
-            committed: false,
-        })
+        Ok(Self { target: target.to_path_buf(), tmp, committed: false })
     }
 
     fn blob_path(&self, digest: &Sha256) -> PathBuf {
@@ -67,14 +64,38 @@ impl LayoutWriter {
         source: &dyn ContentSource,
         opts: &CompressOptions,
     ) -> Result<LayerDigests, Error> {
+        self.layer_file(
+            |out| {
+                let (out, (), digests) =
+                    compress_stream(out, opts, |w| write_tar(plan, source, w).map(|_| ()))?;
+                Ok((out, digests))
+            },
+            |d| d.digest,
+        )
+    }
+
+    /// Writes the tree at `root` as a layer blob while it is walked (see [`write_tree_layer`]).
+    pub fn write_tree_layer(
+        &mut self,
+        root: &Path,
+        epoch: u64,
+        opts: &CompressOptions,
+    ) -> Result<TreeLayer, Error> {
+        self.layer_file(|out| write_tree_layer(root, epoch, opts, out), |l| l.digests.digest)
+    }
+
+    /// Runs `write` on a buffered file in the blob directory, then names the file by its digest.
+    fn layer_file<T>(
+        &mut self,
+        write: impl FnOnce(BufWriter<fs_err::File>) -> Result<(BufWriter<fs_err::File>, T), Error>,
+        digest: impl FnOnce(&T) -> Sha256,
+    ) -> Result<T, Error> {
         let partial = self.tmp.join("blobs/sha256/.layer.partial");
         let file = fs_err::File::create(&partial)?;
-        let out = BufWriter::with_capacity(1 << 20, file);
-        let (out, _, digests) =
-            compress_stream(out, opts, |w| write_tar(plan, source, w).map(|_| ()))?;
+        let (out, value) = write(BufWriter::with_capacity(1 << 20, file))?;
         out.into_inner().map_err(|e| e.into_error())?;
-        fs_err::rename(&partial, self.blob_path(&digests.digest))?;
-        Ok(digests)
+        fs_err::rename(&partial, self.blob_path(&digest(&value)))?;
+        Ok(value)
     }
 
     /// Stores a small blob (config, manifest) and returns its digest.
@@ -176,26 +197,16 @@ pub struct Layout {
 impl Layout {
     /// Opens the layout at `root` (checks `oci-layout`, reads `index.json`).
     pub fn open(root: &Path) -> Result<Self, Error> {
-        let bad = |reason: String| Error::BadLayout {
-            path: root.to_path_buf(),
-            reason,
-        };
+        let bad = |reason: String| Error::BadLayout { path: root.to_path_buf(), reason };
         let marker = fs_err::read(root.join("oci-layout"))?;
         let marker: serde_json::Value =
             serde_json::from_slice(&marker).map_err(|e| bad(format!("oci-layout: {e}")))?;
         if marker["imageLayoutVersion"] != "1.0.0" {
-            return Err(bad(format!(
-                "unsupported imageLayoutVersion {}",
-                marker["imageLayoutVersion"]
-            )));
+            return Err(bad(format!("unsupported imageLayoutVersion {}", marker["imageLayoutVersion"])));
         }
         let index = fs_err::read(root.join("index.json"))?;
-        let index =
-            ImageIndex::from_reader(&index[..]).map_err(|e| bad(format!("index.json: {e}")))?;
-        Ok(Self {
-            root: root.to_path_buf(),
-            index,
-        })
+        let index = ImageIndex::from_reader(&index[..]).map_err(|e| bad(format!("index.json: {e}")))?;
+        Ok(Self { root: root.to_path_buf(), index })
     }
 
     pub fn root(&self) -> &Path {
@@ -218,10 +229,7 @@ impl Layout {
     /// Path of a blob.
     pub fn blob_path(&self, desc: &Descriptor) -> PathBuf {
         let d = desc.digest();
-        self.root
-            .join("blobs")
-            .join(d.algorithm().as_ref())
-            .join(d.digest())
+        self.root.join("blobs").join(d.algorithm().as_ref()).join(d.digest())
     }
 
     /// Reads a whole blob, checking its size and digest.
@@ -251,15 +259,9 @@ impl Layout {
             .manifests()
             .iter()
             .find(|d| {
-                d.annotations()
-                    .as_ref()
-                    .and_then(|a| a.get(ANNOTATION_REF_NAME))
-                    .is_some_and(|t| t == tag)
+                d.annotations().as_ref().and_then(|a| a.get(ANNOTATION_REF_NAME)).is_some_and(|t| t == tag)
             })
-            .ok_or_else(|| Error::TagNotFound {
-                layout: self.root.clone(),
-                tag: tag.to_string(),
-            })?;
+            .ok_or_else(|| Error::TagNotFound { layout: self.root.clone(), tag: tag.to_string() })?;
         let desc = match desc.media_type() {
             MediaType::ImageIndex => {
                 let nested = ImageIndex::from_reader(&self.read_blob(desc)?[..])?;
@@ -279,19 +281,11 @@ impl Layout {
                     })?
             }
             MediaType::ImageManifest => desc.clone(),
-            other => {
-                return Err(Error::UnsupportedMediaType {
-                    media_type: other.to_string(),
-                })
-            }
+            other => return Err(Error::UnsupportedMediaType { media_type: other.to_string() }),
         };
         let manifest = ImageManifest::from_reader(&self.read_blob(&desc)?[..])?;
         let config = ImageConfiguration::from_reader(&self.read_blob(manifest.config())?[..])?;
-        Ok(Image {
-            manifest_descriptor: desc,
-            manifest,
-            config,
-        })
+        Ok(Image { manifest_descriptor: desc, manifest, config })
     }
 
     /// Opens a layer as an uncompressed tar stream (verified against its digest when read to the end).
@@ -299,12 +293,13 @@ impl Layout {
         let blob = self.open_blob(desc)?;
         let mt = desc.media_type().to_string();
         Ok(match mt.as_str() {
-            "application/vnd.oci.image.layer.v1.tar"
-            | "application/vnd.docker.image.rootfs.diff.tar" => Box::new(blob),
+            "application/vnd.oci.image.layer.v1.tar" | "application/vnd.docker.image.rootfs.diff.tar" => {
+                Box::new(blob)
+            }
             "application/vnd.oci.image.layer.v1.tar+gzip"
-            | "application/vnd.docker.image.rootfs.diff.tar.gzip" => Box::new(
-                flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(1 << 20, blob)),
-            ),
+            | "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+                Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(1 << 20, blob)))
+            }
             "application/vnd.oci.image.layer.v1.tar+zstd" => {
                 Box::new(zstd::stream::read::Decoder::new(blob)?)
             }
@@ -354,10 +349,7 @@ impl<R: Read> Read for VerifyingReader<R> {
             if actual != self.expected {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    Error::DigestMismatch {
-                        digest: self.expected.to_string(),
-                        actual: actual.to_string(),
-                    },
+                    Error::DigestMismatch { digest: self.expected.to_string(), actual: actual.to_string() },
                 ));
             }
             return Ok(0);

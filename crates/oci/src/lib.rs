@@ -7,8 +7,8 @@
 //! * [`compress`]: deterministic parallel gzip/zstd with both digests in one pass;
 //! * [`diff`]: parent index vs child index → changes → the layer of a derived image;
 //! * [`image`]: config, manifest and `index.json` as canonical JSON;
-//! * [`scan`], [`unpack`], [`layout`]: the disk side (scan a tree, apply layers onto a directory,
-//!   write a layout atomically, read one by tag).
+//! * [`scan`], [`tree_layer`], [`unpack`], [`layout`]: the disk side (scan a tree, write it as a layer while
+//!   it is walked, apply layers onto a directory, write a layout atomically, read one by tag).
 //!
 //! [`write_image`] and [`write_derived_image`] put them together for kiln's `oci` output.
 
@@ -20,6 +20,7 @@ pub mod layer;
 pub mod layout;
 pub mod scan;
 pub mod tree;
+pub mod tree_layer;
 pub mod unpack;
 
 use std::path::{Path, PathBuf};
@@ -33,7 +34,7 @@ pub use tree::{Entry, EntryKind, Sha256, TreeIndex, TreePath};
 use crate::{
     diff::diff_layer,
     image::{build_documents, Documents, NewLayer},
-    layer::{DirSource, LayerPlan},
+    layer::DirSource,
     layout::LayoutWriter,
     scan::{scan_tree, ScanOptions},
 };
@@ -90,17 +91,15 @@ pub fn write_image(
     opts: &CompressOptions,
     created_by: &str,
 ) -> Result<WrittenImage, Error> {
-    let scan = scan_tree(tree, &ScanOptions::default())?;
-    let plan = LayerPlan::full(&scan.index, spec.epoch);
     let mut writer = LayoutWriter::create(out)?;
-    let layer = writer.write_layer(&plan, &DirSource::new(tree), opts)?;
-    let (layout, documents) = finish(writer, spec, None, layer, opts, created_by)?;
+    let written = writer.write_tree_layer(tree, spec.epoch, opts)?;
+    let (layout, documents) = finish(writer, spec, None, written.digests, opts, created_by)?;
     Ok(WrittenImage {
         layout,
-        layer,
+        layer: written.digests,
         documents,
-        entries: plan.entries.len(),
-        skipped_sockets: scan.skipped_sockets,
+        entries: written.entries,
+        skipped_sockets: written.skipped_sockets,
     })
 }
 
@@ -118,19 +117,11 @@ impl Parent {
     pub fn open(path: &Path, tag: &str, name: impl Into<String>) -> Result<Self, Error> {
         let layout = Layout::open(path)?;
         let image = layout.find(tag)?;
-        Ok(Self {
-            layout,
-            image,
-            name: name.into(),
-        })
+        Ok(Self { layout, image, name: name.into() })
     }
 
     fn layer_streams(&self) -> Result<Vec<Box<dyn std::io::Read>>, Error> {
-        self.image
-            .layers()
-            .iter()
-            .map(|d| self.layout.open_layer(d))
-            .collect()
+        self.image.layers().iter().map(|d| self.layout.open_layer(d)).collect()
     }
 
     /// The parent's tree, replayed from its layers (with content digests).
@@ -167,13 +158,7 @@ pub fn write_derived_image(
     parent: &Parent,
     parent_index: &TreeIndex,
 ) -> Result<WrittenImage, Error> {
-    let scan = scan_tree(
-        tree,
-        &ScanOptions {
-            hash_contents: true,
-            ..ScanOptions::default()
-        },
-    )?;
+    let scan = scan_tree(tree, &ScanOptions { hash_contents: true, ..ScanOptions::default() })?;
     let (_, plan) = diff_layer(parent_index, &scan.index, spec.epoch);
     let mut writer = LayoutWriter::create(out)?;
     for desc in parent.image.layers() {

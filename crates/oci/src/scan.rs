@@ -7,8 +7,13 @@
 //! `tar --one-file-system`: mount points are kept as empty directories.
 
 use std::{
+    cmp::Reverse,
+    collections::BinaryHeap,
     io::Read,
-    os::unix::fs::{FileTypeExt, MetadataExt},
+    os::unix::{
+        ffi::OsStrExt,
+        fs::{FileTypeExt, MetadataExt},
+    },
     path::{Path, PathBuf},
 };
 
@@ -32,10 +37,7 @@ pub struct ScanOptions {
 
 impl Default for ScanOptions {
     fn default() -> Self {
-        Self {
-            hash_contents: false,
-            one_file_system: true,
-        }
+        Self { hash_contents: false, one_file_system: true }
     }
 }
 
@@ -48,6 +50,53 @@ pub struct Scan {
 
 /// Scans the tree below `root` (the root directory itself is not an entry).
 pub fn scan_tree(root: &Path, opts: &ScanOptions) -> Result<Scan, Error> {
+    let mut index = TreeIndex::new();
+    let skipped_sockets = walk_tree(root, opts, |path, entry| {
+        index.insert(path, entry);
+        Ok(())
+    })?;
+    Ok(Scan { index, skipped_sockets })
+}
+
+/// An entry waiting in the walk's frontier, ordered by path only.
+struct Pending {
+    path: TreePath,
+    entry: Entry,
+    /// Directory to read when the entry is visited (`None` for non-directories and other file systems).
+    descend: Option<PathBuf>,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path
+    }
+}
+
+impl Eq for Pending {}
+
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Pending {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.path.cmp(&other.path)
+    }
+}
+
+/// Walks the tree below `root` and calls `visit` for every entry in layer order (bytewise by path), as soon
+/// as it is known that no smaller path is left, so a layer can be written while the tree is still walked.
+/// Returns the sockets that were skipped.
+///
+/// The frontier is a min-heap of paths: every path is larger than its directory's, so when the smallest
+/// pending path is popped, nothing smaller remains unseen.
+pub fn walk_tree(
+    root: &Path,
+    opts: &ScanOptions,
+    mut visit: impl FnMut(TreePath, Entry) -> Result<(), Error>,
+) -> Result<Vec<TreePath>, Error> {
     let root_meta = fs_err::symlink_metadata(root)?;
     if !root_meta.is_dir() {
         return Err(Error::InvalidPath {
@@ -56,67 +105,80 @@ pub fn scan_tree(root: &Path, opts: &ScanOptions) -> Result<Scan, Error> {
         });
     }
     let root_dev = root_meta.dev();
-    let mut scan = Scan::default();
+    let mut skipped = Vec::new();
     let mut xattr_buf = vec![0u8; 65536];
-    let mut stack: Vec<(PathBuf, TreePath)> = vec![(root.to_path_buf(), TreePath::root())];
-    while let Some((dir_abs, dir_rel)) = stack.pop() {
-        for dirent in fs_err::read_dir(&dir_abs)? {
+    let mut heap: BinaryHeap<Reverse<Pending>> = BinaryHeap::new();
+    let mut read_dir = |dir_abs: &Path,
+                        dir_rel: &TreePath,
+                        heap: &mut BinaryHeap<Reverse<Pending>>,
+                        skipped: &mut Vec<TreePath>|
+     -> Result<(), Error> {
+        for dirent in fs_err::read_dir(dir_abs)? {
             let dirent = dirent?;
             let name = dirent.file_name();
             let abs = dir_abs.join(&name);
-            let rel = dir_rel.join(std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str()));
-            let meta = fs_err::symlink_metadata(&abs)?;
-            let ft = meta.file_type();
-            let kind = if ft.is_file() {
-                let digest = if opts.hash_contents {
-                    Some(hash_file(&abs)?)
-                } else {
-                    None
-                };
-                EntryKind::File {
-                    size: meta.len(),
-                    digest,
+            let rel = dir_rel.join(name.as_bytes());
+            match stat_entry(&abs, &rel, opts, &mut xattr_buf)? {
+                Some((entry, dev)) => {
+                    let descend =
+                        (entry.is_dir() && (!opts.one_file_system || dev == root_dev)).then_some(abs);
+                    heap.push(Reverse(Pending { path: rel, entry, descend }));
                 }
-            } else if ft.is_dir() {
-                if !opts.one_file_system || meta.dev() == root_dev {
-                    stack.push((abs.clone(), rel.clone()));
-                }
-                EntryKind::Dir
-            } else if ft.is_symlink() {
-                let target = fs_err::read_link(&abs)?;
-                EntryKind::Symlink {
-                    target: std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str()).to_vec(),
-                }
-            } else if ft.is_char_device() {
-                EntryKind::CharDevice {
-                    major: rustix::fs::major(meta.rdev()),
-                    minor: rustix::fs::minor(meta.rdev()),
-                }
-            } else if ft.is_block_device() {
-                EntryKind::BlockDevice {
-                    major: rustix::fs::major(meta.rdev()),
-                    minor: rustix::fs::minor(meta.rdev()),
-                }
-            } else if ft.is_fifo() {
-                EntryKind::Fifo
-            } else {
-                scan.skipped_sockets.push(rel);
-                continue;
-            };
-            let inode = (ft.is_file() && meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
-            let entry = Entry {
-                kind,
-                mode: meta.mode() & 0o7777,
-                uid: meta.uid(),
-                gid: meta.gid(),
-                mtime: meta.mtime(),
-                xattrs: read_xattrs(&abs, &rel, &mut xattr_buf)?,
-                inode,
-            };
-            scan.index.insert(rel, entry);
+                None => skipped.push(rel),
+            }
         }
+        Ok(())
+    };
+    read_dir(root, &TreePath::root(), &mut heap, &mut skipped)?;
+    while let Some(Reverse(p)) = heap.pop() {
+        if let Some(abs) = &p.descend {
+            read_dir(abs, &p.path, &mut heap, &mut skipped)?;
+        }
+        visit(p.path, p.entry)?;
     }
-    Ok(scan)
+    skipped.sort();
+    Ok(skipped)
+}
+
+/// The entry of one file system object and its device; `None` for a socket.
+fn stat_entry(
+    abs: &Path,
+    rel: &TreePath,
+    opts: &ScanOptions,
+    xattr_buf: &mut [u8],
+) -> Result<Option<(Entry, u64)>, Error> {
+    let meta = fs_err::symlink_metadata(abs)?;
+    let ft = meta.file_type();
+    let kind = if ft.is_file() {
+        let digest = if opts.hash_contents { Some(hash_file(abs)?) } else { None };
+        EntryKind::File { size: meta.len(), digest }
+    } else if ft.is_dir() {
+        EntryKind::Dir
+    } else if ft.is_symlink() {
+        let target = fs_err::read_link(abs)?;
+        EntryKind::Symlink { target: target.as_os_str().as_bytes().to_vec() }
+    } else if ft.is_char_device() {
+        EntryKind::CharDevice { major: rustix::fs::major(meta.rdev()), minor: rustix::fs::minor(meta.rdev()) }
+    } else if ft.is_block_device() {
+        EntryKind::BlockDevice {
+            major: rustix::fs::major(meta.rdev()),
+            minor: rustix::fs::minor(meta.rdev()),
+        }
+    } else if ft.is_fifo() {
+        EntryKind::Fifo
+    } else {
+        return Ok(None);
+    };
+    let entry = Entry {
+        kind,
+        mode: meta.mode() & 0o7777,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        mtime: meta.mtime(),
+        xattrs: read_xattrs(abs, rel, xattr_buf)?,
+        inode: (ft.is_file() && meta.nlink() > 1).then(|| (meta.dev(), meta.ino())),
+    };
+    Ok(Some((entry, meta.dev())))
 }
 
 /// SHA-256 of a file's content.
@@ -157,11 +219,8 @@ fn read_xattrs(
     if n == 0 {
         return Ok(out);
     }
-    let names: Vec<Vec<u8>> = buf[..n]
-        .split(|&b| b == 0)
-        .filter(|s| !s.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect();
+    let names: Vec<Vec<u8>> =
+        buf[..n].split(|&b| b == 0).filter(|s| !s.is_empty()).map(<[u8]>::to_vec).collect();
     for name in names {
         let name = String::from_utf8(name).map_err(|e| Error::NonUtf8Xattr {
             path: rel.to_string(),

@@ -100,11 +100,7 @@ impl TreePath {
 
     /// All proper ancestors, outermost first, excluding the root.
     pub fn ancestors(&self) -> impl Iterator<Item = TreePath> + '_ {
-        self.0
-            .iter()
-            .enumerate()
-            .filter(|(_, &b)| b == b'/')
-            .map(|(i, _)| Self(self.0[..i].to_vec()))
+        self.0.iter().enumerate().filter(|(_, &b)| b == b'/').map(|(i, _)| Self(self.0[..i].to_vec()))
     }
 
     /// Bounds of this directory's descendants, for range queries over a bytewise ordered map.
@@ -159,10 +155,8 @@ impl Sha256 {
 
     /// The digest as the `oci-spec` type.
     pub fn to_oci(&self) -> oci_spec::image::Digest {
-        let hex: oci_spec::image::Sha256Digest = self
-            .hex()
-            .parse()
-            .expect("64 lowercase hex digits are a valid sha256 digest");
+        let hex: oci_spec::image::Sha256Digest =
+            self.hex().parse().expect("64 lowercase hex digits are a valid sha256 digest");
         hex.into()
     }
 }
@@ -221,15 +215,7 @@ pub struct Entry {
 impl Entry {
     /// A plain entry of `kind` with `mode`, owned by root, at time 0.
     pub fn new(kind: EntryKind, mode: u32) -> Self {
-        Self {
-            kind,
-            mode,
-            uid: 0,
-            gid: 0,
-            mtime: 0,
-            xattrs: BTreeMap::new(),
-            inode: None,
-        }
+        Self { kind, mode, uid: 0, gid: 0, mtime: 0, xattrs: BTreeMap::new(), inode: None }
     }
 
     pub fn is_dir(&self) -> bool {
@@ -250,14 +236,8 @@ impl Entry {
     pub fn same_as(&self, other: &Entry) -> bool {
         let kind_same = match (&self.kind, &other.kind) {
             (
-                EntryKind::File {
-                    size: a,
-                    digest: Some(da),
-                },
-                EntryKind::File {
-                    size: b,
-                    digest: Some(db),
-                },
+                EntryKind::File { size: a, digest: Some(da) },
+                EntryKind::File { size: b, digest: Some(db) },
             ) => a == b && da == db,
             (EntryKind::File { .. }, _) => false,
             (a, b) => a == b,
@@ -298,20 +278,13 @@ impl TreeIndex {
     }
 
     /// Entries strictly below directory `dir`, in order.
-    pub fn descendants<'a>(
-        &'a self,
-        dir: &TreePath,
-    ) -> impl Iterator<Item = (&'a TreePath, &'a Entry)> + 'a {
+    pub fn descendants<'a>(&'a self, dir: &TreePath) -> impl Iterator<Item = (&'a TreePath, &'a Entry)> + 'a {
         self.entries.range(dir.descendant_bounds())
     }
 
     /// Direct children of directory `dir`, in order.
-    pub fn children<'a>(
-        &'a self,
-        dir: &'a TreePath,
-    ) -> impl Iterator<Item = (&'a TreePath, &'a Entry)> + 'a {
-        self.descendants(dir)
-            .filter(move |(p, _)| p.parent().as_ref() == Some(dir))
+    pub fn children<'a>(&'a self, dir: &'a TreePath) -> impl Iterator<Item = (&'a TreePath, &'a Entry)> + 'a {
+        self.descendants(dir).filter(move |(p, _)| p.parent().as_ref() == Some(dir))
     }
 
     /// Removes `path` and everything below it.
@@ -369,10 +342,7 @@ mod tests {
         }
         let d: Vec<_> = t.descendants(&p("a")).map(|(k, _)| k.to_string()).collect();
         assert_eq!(d, ["a/c", "a/c/d"]);
-        let c: Vec<_> = t
-            .children(&TreePath::root())
-            .map(|(k, _)| k.to_string())
-            .collect();
+        let c: Vec<_> = t.children(&TreePath::root()).map(|(k, _)| k.to_string()).collect();
         assert_eq!(c, ["a", "a-b", "a0", "b"]);
         t.remove_tree(&p("a"));
         let left: Vec<_> = t.entries.keys().map(|k| k.to_string()).collect();
@@ -383,10 +353,7 @@ mod tests {
     fn sha256_round_trips_through_text() {
         let d = Sha256::of(b"");
         let s = d.to_string();
-        assert_eq!(
-            s,
-            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
+        assert_eq!(s, "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
         assert_eq!(Sha256::parse(&s), Some(d));
         assert_eq!(d.to_oci().to_string(), s);
         assert_eq!(Sha256::parse("sha256:abc"), None);
@@ -394,15 +361,8 @@ mod tests {
 
     #[test]
     fn same_as_ignores_mtime_but_not_content_or_owner() {
-        let f = |digest: u8| {
-            Entry::new(
-                EntryKind::File {
-                    size: 3,
-                    digest: Some(Sha256([digest; 32])),
-                },
-                0o644,
-            )
-        };
+        let f =
+            |digest: u8| Entry::new(EntryKind::File { size: 3, digest: Some(Sha256([digest; 32])) }, 0o644);
         let mut a = f(1);
         let mut b = f(1);
         b.mtime = 99;
@@ -410,13 +370,7 @@ mod tests {
         b.uid = 1;
         assert!(!a.same_as(&b));
         assert!(!a.same_as(&f(2)));
-        a.kind = EntryKind::File {
-            size: 3,
-            digest: None,
-        };
-        assert!(
-            !a.same_as(&a.clone()),
-            "unknown content is never assumed equal"
-        );
+        a.kind = EntryKind::File { size: 3, digest: None };
+        assert!(!a.same_as(&a.clone()), "unknown content is never assumed equal");
     }
 }

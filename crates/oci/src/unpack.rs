@@ -68,25 +68,14 @@ pub fn unpack_layers<R: Read>(
 }
 
 fn bad(reason: impl Into<String>) -> Error {
-    Error::BadLayer {
-        reason: reason.into(),
-    }
+    Error::BadLayer { reason: reason.into() }
 }
 
 /// Removes from the index what the layers below put under `path` (and `path` itself unless `keep_self`),
 /// keeping everything this layer wrote.
-fn hide_lower(
-    index: &mut TreeIndex,
-    path: &TreePath,
-    keep_self: bool,
-    this_layer: &HashSet<TreePath>,
-) {
-    let mut doomed: Vec<TreePath> = index
-        .descendants(path)
-        .map(|(p, _)| p)
-        .filter(|p| !this_layer.contains(*p))
-        .cloned()
-        .collect();
+fn hide_lower(index: &mut TreeIndex, path: &TreePath, keep_self: bool, this_layer: &HashSet<TreePath>) {
+    let mut doomed: Vec<TreePath> =
+        index.descendants(path).map(|(p, _)| p).filter(|p| !this_layer.contains(*p)).cloned().collect();
     if !keep_self && !this_layer.contains(path) {
         doomed.push(path.clone());
     }
@@ -95,11 +84,7 @@ fn hide_lower(
     }
 }
 
-fn apply_layer<R: Read>(
-    layer: R,
-    index: &mut TreeIndex,
-    mut disk: Option<&mut Disk>,
-) -> Result<(), Error> {
+fn apply_layer<R: Read>(layer: R, index: &mut TreeIndex, mut disk: Option<&mut Disk>) -> Result<(), Error> {
     let mut archive = tar::Archive::new(layer);
     let mut this_layer: HashSet<TreePath> = HashSet::new();
     let mut dir_times: Vec<(TreePath, i64)> = Vec::new();
@@ -146,16 +131,10 @@ fn apply_layer<R: Read>(
                     Some(d) => d.write_file(&path, &mut entry, *size)?,
                     None => hash_content(&path, &mut entry, *size)?,
                 };
-                EntryKind::File {
-                    size: *size,
-                    digest: Some(digest),
-                }
+                EntryKind::File { size: *size, digest: Some(digest) }
             }
             LayerKind::Hardlink { target } => {
-                let Some(t) = index
-                    .get(target)
-                    .filter(|t| matches!(t.kind, EntryKind::File { .. }))
-                else {
+                let Some(t) = index.get(target).filter(|t| matches!(t.kind, EntryKind::File { .. })) else {
                     return Err(Error::UnsafeEntry {
                         path: path.to_string(),
                         reason: "hard link to a path that is not a regular file of the tree",
@@ -172,17 +151,11 @@ fn apply_layer<R: Read>(
                 continue;
             }
             LayerKind::Dir => EntryKind::Dir,
-            LayerKind::Symlink { target } => EntryKind::Symlink {
-                target: target.clone(),
-            },
-            LayerKind::CharDevice { major, minor } => EntryKind::CharDevice {
-                major: *major,
-                minor: *minor,
-            },
-            LayerKind::BlockDevice { major, minor } => EntryKind::BlockDevice {
-                major: *major,
-                minor: *minor,
-            },
+            LayerKind::Symlink { target } => EntryKind::Symlink { target: target.clone() },
+            LayerKind::CharDevice { major, minor } => EntryKind::CharDevice { major: *major, minor: *minor },
+            LayerKind::BlockDevice { major, minor } => {
+                EntryKind::BlockDevice { major: *major, minor: *minor }
+            }
             LayerKind::Fifo => EntryKind::Fifo,
             LayerKind::Whiteout => return Err(bad(format!("invalid whiteout name `{path}`"))),
         };
@@ -242,10 +215,7 @@ fn io_at(abs: &Path, e: io::Error) -> Error {
 }
 
 fn errno(abs: &Path, what: &str, e: rustix::io::Errno) -> Error {
-    Error::Io(io::Error::new(
-        io::Error::from(e).kind(),
-        format!("{what} {}: {e}", abs.display()),
-    ))
+    Error::Io(io::Error::new(io::Error::from(e).kind(), format!("{what} {}: {e}", abs.display())))
 }
 
 impl Disk {
@@ -301,11 +271,7 @@ impl Disk {
     }
 
     /// Removes what the layers below put in directory `dir`, keeping this layer's entries.
-    fn hide_lower_children(
-        &mut self,
-        dir: &TreePath,
-        this_layer: &HashSet<TreePath>,
-    ) -> Result<(), Error> {
+    fn hide_lower_children(&mut self, dir: &TreePath, this_layer: &HashSet<TreePath>) -> Result<(), Error> {
         self.check_parents(dir)?;
         let abs = self.abs(dir);
         let Ok(rd) = std::fs::read_dir(&abs) else {
@@ -347,20 +313,13 @@ impl Disk {
         Ok(())
     }
 
-    fn write_file<R: Read>(
-        &mut self,
-        path: &TreePath,
-        r: &mut R,
-        size: u64,
-    ) -> Result<Sha256, Error> {
+    fn write_file<R: Read>(&mut self, path: &TreePath, r: &mut R, size: u64) -> Result<Sha256, Error> {
         let abs = self.abs(path);
         let mut f = fs_err::File::create(&abs)?;
         let mut h = sha2::Sha256::new();
         let mut n_total = 0u64;
         loop {
-            let n = r
-                .read(&mut self.buf)
-                .map_err(|e| bad(format!("content of `{path}`: {e}")))?;
+            let n = r.read(&mut self.buf).map_err(|e| bad(format!("content of `{path}`: {e}")))?;
             if n == 0 {
                 break;
             }
@@ -388,12 +347,7 @@ impl Disk {
         Ok(())
     }
 
-    fn create_special(
-        &mut self,
-        path: &TreePath,
-        kind: &LayerKind,
-        mode: u32,
-    ) -> Result<(), Error> {
+    fn create_special(&mut self, path: &TreePath, kind: &LayerKind, mode: u32) -> Result<(), Error> {
         use rustix::fs::{FileType, Mode, CWD};
         let abs = self.abs(path);
         let mk = |ft: FileType, dev: u64| {
@@ -410,10 +364,7 @@ impl Disk {
                 fs_err::os::unix::fs::symlink(OsStr::from_bytes(target), &abs)?;
             }
             LayerKind::CharDevice { major, minor } => {
-                mk(
-                    FileType::CharacterDevice,
-                    rustix::fs::makedev(*major, *minor),
-                )?;
+                mk(FileType::CharacterDevice, rustix::fs::makedev(*major, *minor))?;
             }
             LayerKind::BlockDevice { major, minor } => {
                 mk(FileType::BlockDevice, rustix::fs::makedev(*major, *minor))?;
@@ -447,14 +398,8 @@ impl Disk {
     fn set_mtime(&mut self, path: &TreePath, mtime: i64) -> Result<(), Error> {
         use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
         let abs = self.abs(path);
-        let t = Timespec {
-            tv_sec: mtime,
-            tv_nsec: 0,
-        };
-        let times = Timestamps {
-            last_access: t,
-            last_modification: t,
-        };
+        let t = Timespec { tv_sec: mtime, tv_nsec: 0 };
+        let times = Timestamps { last_access: t, last_modification: t };
         rustix::fs::utimensat(CWD, &abs, &times, AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| errno(&abs, "setting the mtime of", e))
     }

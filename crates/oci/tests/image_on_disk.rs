@@ -11,8 +11,8 @@ use kiln_oci::{
     layer::{listing, write_tar, DirSource, LayerPlan},
     scan::{scan_tree, ScanOptions},
     unpack::UnpackOptions,
-    write_derived_image, write_image, EntryKind, ImageSpec, Layout, Parent, RuntimeConfig,
-    TreeIndex, TreePath,
+    write_derived_image, write_image, EntryKind, ImageSpec, Layout, Parent, RuntimeConfig, TreeIndex,
+    TreePath,
 };
 
 fn spec(tag: &str) -> ImageSpec {
@@ -27,23 +27,11 @@ fn spec(tag: &str) -> ImageSpec {
 }
 
 fn opts(c: Compression, threads: usize) -> CompressOptions {
-    CompressOptions {
-        compression: c,
-        level: None,
-        threads,
-    }
+    CompressOptions { compression: c, level: None, threads }
 }
 
 fn hashed_scan(root: &Path) -> TreeIndex {
-    scan_tree(
-        root,
-        &ScanOptions {
-            hash_contents: true,
-            ..ScanOptions::default()
-        },
-    )
-    .unwrap()
-    .index
+    scan_tree(root, &ScanOptions { hash_contents: true, ..ScanOptions::default() }).unwrap().index
 }
 
 /// The index with what an image keeps: mtimes clamped, no inode numbers.
@@ -57,12 +45,7 @@ fn as_stored(mut idx: TreeIndex, epoch: u64) -> TreeIndex {
 
 fn tar_of(root: &Path) -> Vec<u8> {
     let scan = scan_tree(root, &ScanOptions::default()).unwrap();
-    write_tar(
-        &LayerPlan::full(&scan.index, EPOCH),
-        &DirSource::new(root),
-        Vec::new(),
-    )
-    .unwrap()
+    write_tar(&LayerPlan::full(&scan.index, EPOCH), &DirSource::new(root), Vec::new()).unwrap()
 }
 
 #[test]
@@ -84,14 +67,8 @@ fn listing_of_a_small_tree() {
     assert!(out.status.success());
     let gnu = String::from_utf8(out.stdout).unwrap();
     assert!(gnu.contains("-rwsr-xr-x 0/0"), "{gnu}");
-    assert!(
-        gnu.contains("usr/bin/python3.11 link to usr/bin/python3"),
-        "{gnu}"
-    );
-    assert!(
-        gnu.contains("etc/os-release -> ../usr/lib/os-release"),
-        "{gnu}"
-    );
+    assert!(gnu.contains("usr/bin/python3.11 link to usr/bin/python3"), "{gnu}");
+    assert!(gnu.contains("etc/os-release -> ../usr/lib/os-release"), "{gnu}");
     assert!(gnu.contains(&long_path()), "{gnu}");
 }
 
@@ -112,11 +89,37 @@ fn same_tree_gives_same_digests() {
     }
     // The tar stream does not depend on the compression: one diff_id for all.
     let raw = tar_of(tree);
-    let (_, _, d) = compress_stream(Vec::new(), &opts(Compression::Zstd, 2), |w| {
-        w.write_all(&raw)
-    })
-    .unwrap();
+    let (_, _, d) = compress_stream(Vec::new(), &opts(Compression::Zstd, 2), |w| w.write_all(&raw)).unwrap();
     assert_eq!(d.diff_id, kiln_oci::Sha256::of(&raw));
+}
+
+#[test]
+fn streamed_layer_equals_planned_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    build_tree(dir.path());
+    // Siblings that sort between a directory and its contents: `a`, `a-b`, `a.d`, `a/c`.
+    std::fs::create_dir_all(dir.path().join("opt/a/c")).unwrap();
+    std::fs::write(dir.path().join("opt/a-b"), b"x").unwrap();
+    std::fs::create_dir(dir.path().join("opt/a.d")).unwrap();
+    for c in [Compression::None, Compression::Gzip] {
+        let (streamed, layer) =
+            kiln_oci::tree_layer::write_tree_layer(dir.path(), EPOCH, &opts(c, 2), Vec::new()).unwrap();
+        let scan = scan_tree(dir.path(), &ScanOptions::default()).unwrap();
+        let plan = LayerPlan::full(&scan.index, EPOCH);
+        let (planned, (), d) = compress_stream(Vec::new(), &opts(c, 2), |w| {
+            write_tar(&plan, &DirSource::new(dir.path()), w).map(|_| ())
+        })
+        .unwrap();
+        assert!(streamed == planned, "{c:?}");
+        if c == Compression::None {
+            let list = listing(&streamed[..]).unwrap();
+            let opt: Vec<&str> =
+                list.lines().filter_map(|l| l.split(' ').nth(5)).filter(|p| p.starts_with("opt/")).collect();
+            assert_eq!(opt, ["opt/", "opt/a/", "opt/a-b", "opt/a.d/", "opt/a/c/"]);
+        }
+        assert_eq!(layer.digests, d);
+        assert_eq!(layer.entries, plan.entries.len());
+    }
 }
 
 #[test]
@@ -125,14 +128,7 @@ fn layout_is_complete_and_readable() {
     build_tree(dir.path());
     let out = tempfile::tempdir().unwrap();
     let target = out.path().join("img");
-    let w = write_image(
-        dir.path(),
-        &target,
-        &spec("2.0"),
-        &opts(Compression::Zstd, 0),
-        "kiln",
-    )
-    .unwrap();
+    let w = write_image(dir.path(), &target, &spec("2.0"), &opts(Compression::Zstd, 0), "kiln").unwrap();
     assert_eq!(
         std::fs::read_to_string(target.join("oci-layout")).unwrap(),
         r#"{"imageLayoutVersion":"1.0.0"}"#
@@ -142,18 +138,12 @@ fn layout_is_complete_and_readable() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     blobs.sort();
-    let mut expected = vec![
-        w.layer.digest.hex(),
-        w.documents.config.digest.hex(),
-        w.documents.manifest.digest.hex(),
-    ];
+    let mut expected =
+        vec![w.layer.digest.hex(), w.documents.config.digest.hex(), w.documents.manifest.digest.hex()];
     expected.sort();
     assert_eq!(blobs, expected, "no stray temporary files");
     // No temporary directory is left next to the layout.
-    let leftovers: Vec<_> = std::fs::read_dir(out.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let leftovers: Vec<_> = std::fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(leftovers, ["img"]);
 
     let layout = Layout::open(&target).unwrap();
@@ -161,20 +151,10 @@ fn layout_is_complete_and_readable() {
     let image = layout.find("2.0").unwrap();
     assert_eq!(image.layers().len(), 1);
     assert_eq!(image.diff_ids(), [w.layer.diff_id.to_string()]);
-    assert!(matches!(
-        layout.find("nope"),
-        Err(kiln_oci::Error::TagNotFound { .. })
-    ));
+    assert!(matches!(layout.find("nope"), Err(kiln_oci::Error::TagNotFound { .. })));
 
     // Rewriting replaces the layout in place.
-    let again = write_image(
-        dir.path(),
-        &target,
-        &spec("2.1"),
-        &opts(Compression::Gzip, 0),
-        "kiln",
-    )
-    .unwrap();
+    let again = write_image(dir.path(), &target, &spec("2.1"), &opts(Compression::Gzip, 0), "kiln").unwrap();
     assert_eq!(Layout::open(&target).unwrap().tags(), ["2.1"]);
     assert_ne!(again.layer.digest, w.layer.digest);
 }
@@ -185,14 +165,7 @@ fn corrupt_blob_is_detected() {
     build_tree(dir.path());
     let out = tempfile::tempdir().unwrap();
     let target = out.path().join("img");
-    let w = write_image(
-        dir.path(),
-        &target,
-        &spec("1"),
-        &opts(Compression::Gzip, 0),
-        "kiln",
-    )
-    .unwrap();
+    let w = write_image(dir.path(), &target, &spec("1"), &opts(Compression::Gzip, 0), "kiln").unwrap();
     let blob = target.join("blobs/sha256").join(w.layer.digest.hex());
     let mut bytes = std::fs::read(&blob).unwrap();
     // Change the OS byte of the gzip header: the stream still inflates, only the digest tells.
@@ -200,10 +173,7 @@ fn corrupt_blob_is_detected() {
     std::fs::write(&blob, &bytes).unwrap();
     let parent = Parent::open(&target, "1", "test").unwrap();
     let err = parent.index().unwrap_err();
-    assert!(
-        matches!(err, kiln_oci::Error::DigestMismatch { .. }),
-        "{err}"
-    );
+    assert!(matches!(err, kiln_oci::Error::DigestMismatch { .. }), "{err}");
 }
 
 #[test]
@@ -212,14 +182,7 @@ fn unpack_restores_the_tree() {
     build_tree(dir.path());
     let out = tempfile::tempdir().unwrap();
     let target = out.path().join("img");
-    write_image(
-        dir.path(),
-        &target,
-        &spec("1"),
-        &opts(Compression::Zstd, 0),
-        "kiln",
-    )
-    .unwrap();
+    write_image(dir.path(), &target, &spec("1"), &opts(Compression::Zstd, 0), "kiln").unwrap();
     let parent = Parent::open(&target, "1", "oci-layout:img:1").unwrap();
     let dest = out.path().join("rootfs");
     let index = parent.unpack(&dest, &UnpackOptions::default()).unwrap();
@@ -235,10 +198,7 @@ fn unpack_restores_the_tree() {
     let b = std::fs::metadata(dest.join("usr/bin/python3.11")).unwrap();
     assert_eq!(a.ino(), b.ino());
     let ping = &unpacked.entries[&TreePath::new("usr/bin/ping").unwrap()];
-    assert_eq!(
-        ping.xattrs.get("security.capability"),
-        Some(&CAP_NET_RAW.to_vec())
-    );
+    assert_eq!(ping.xattrs.get("security.capability"), Some(&CAP_NET_RAW.to_vec()));
     let null = &unpacked.entries[&TreePath::new("dev/null").unwrap()];
     assert_eq!(null.kind, EntryKind::CharDevice { major: 1, minor: 3 });
 }
@@ -257,14 +217,8 @@ fn derived_image_has_one_new_layer_with_whiteouts() {
     build_tree(base_tree.path());
     let out = tempfile::tempdir().unwrap();
     let base_path = out.path().join("base");
-    let base = write_image(
-        base_tree.path(),
-        &base_path,
-        &spec("1"),
-        &opts(Compression::Gzip, 0),
-        "base",
-    )
-    .unwrap();
+    let base =
+        write_image(base_tree.path(), &base_path, &spec("1"), &opts(Compression::Gzip, 0), "base").unwrap();
 
     // kiln's FROM: unpack the parent, change the tree, write the difference.
     let parent = Parent::open(&base_path, "1", "oci-layout:base:1").unwrap();
@@ -297,21 +251,11 @@ fn derived_image_has_one_new_layer_with_whiteouts() {
     let image = layout.find("2").unwrap();
     let base_image = Layout::open(&base_path).unwrap().find("1").unwrap();
     assert_eq!(image.layers().len(), 2);
-    assert_eq!(
-        image.layers()[0],
-        base_image.layers()[0],
-        "parent layer kept as is"
-    );
+    assert_eq!(image.layers()[0], base_image.layers()[0], "parent layer kept as is");
     assert_eq!(image.diff_ids()[0], base.layer.diff_id.to_string());
     let ann = image.manifest.annotations().clone().unwrap();
-    assert_eq!(
-        ann["org.opencontainers.image.base.name"],
-        "oci-layout:base:1"
-    );
-    assert_eq!(
-        ann["org.opencontainers.image.base.digest"],
-        base.manifest_digest().to_string()
-    );
+    assert_eq!(ann["org.opencontainers.image.base.name"], "oci-layout:base:1");
+    assert_eq!(ann["org.opencontainers.image.base.digest"], base.manifest_digest().to_string());
     assert_eq!(image.config.history().as_ref().unwrap().len(), 2);
 
     let list = top_layer_listing(&derived_path, "2");
@@ -334,10 +278,7 @@ fn derived_image_has_one_new_layer_with_whiteouts() {
 
     // Unpacking the derived image gives the child tree.
     let dest = out.path().join("unpacked");
-    Parent::open(&derived_path, "2", "x")
-        .unwrap()
-        .unpack(&dest, &UnpackOptions::default())
-        .unwrap();
+    Parent::open(&derived_path, "2", "x").unwrap().unpack(&dest, &UnpackOptions::default()).unwrap();
     assert!(!dest.join("etc/shadow").exists());
     assert!(!dest.join("var/cache/apt/pkgcache.bin").exists());
     let mut want = as_stored(hashed_scan(&child), EPOCH + 100);
@@ -357,14 +298,7 @@ fn unchanged_child_gives_an_empty_layer() {
     build_tree(base_tree.path());
     let out = tempfile::tempdir().unwrap();
     let base_path = out.path().join("base");
-    write_image(
-        base_tree.path(),
-        &base_path,
-        &spec("1"),
-        &opts(Compression::Zstd, 0),
-        "base",
-    )
-    .unwrap();
+    write_image(base_tree.path(), &base_path, &spec("1"), &opts(Compression::Zstd, 0), "base").unwrap();
     let parent = Parent::open(&base_path, "1", "b").unwrap();
     let parent_index = parent.index().unwrap();
     let derived = write_derived_image(
@@ -378,10 +312,7 @@ fn unchanged_child_gives_an_empty_layer() {
     )
     .unwrap();
     assert_eq!(derived.entries, 0);
-    assert_eq!(
-        derived.layer.uncompressed_size, 1024,
-        "just the end-of-archive blocks"
-    );
+    assert_eq!(derived.layer.uncompressed_size, 1024, "just the end-of-archive blocks");
 }
 
 #[test]

@@ -13,8 +13,8 @@ use std::{
 
 use common::{build_tree, long_path, EPOCH};
 use kiln_oci::{
-    unpack::UnpackOptions, write_derived_image, write_image, CompressOptions, Compression,
-    ImageSpec, Parent, RuntimeConfig, WrittenImage,
+    unpack::UnpackOptions, write_derived_image, write_image, CompressOptions, Compression, ImageSpec, Parent,
+    RuntimeConfig, WrittenImage,
 };
 
 fn run(cmd: &mut Command) -> String {
@@ -52,9 +52,7 @@ fn write(tree: &Path, out: &Path, c: Compression) -> WrittenImage {
 }
 
 fn skopeo_inspect(layout: &Path, tag: &str) -> serde_json::Value {
-    let out = run(Command::new("skopeo")
-        .arg("inspect")
-        .arg(format!("oci:{}:{tag}", layout.display())));
+    let out = run(Command::new("skopeo").arg("inspect").arg(format!("oci:{}:{tag}", layout.display())));
     serde_json::from_str(&out).unwrap()
 }
 
@@ -81,17 +79,11 @@ fn check_skopeo(layout: &Path, w: &WrittenImage, work: &Path) {
         .arg(format!("oci:{}:1.0", layout.display()))
         .arg(format!("oci:{}:1.0", copy.display())));
     let copied = skopeo_inspect(&copy, "1.0");
-    assert_eq!(
-        copied["Layers"], info["Layers"],
-        "skopeo kept the layer blob as is"
-    );
+    assert_eq!(copied["Layers"], info["Layers"], "skopeo kept the layer blob as is");
 }
 
 fn check_rootfs(rootfs: &Path) {
-    assert_eq!(
-        std::fs::read(rootfs.join("etc/hostname")).unwrap(),
-        b"kiln\n"
-    );
+    assert_eq!(std::fs::read(rootfs.join("etc/hostname")).unwrap(), b"kiln\n");
     assert_eq!(std::fs::read(rootfs.join(long_path())).unwrap(), b"long");
     assert_eq!(
         std::fs::read_link(rootfs.join("etc/os-release")).unwrap(),
@@ -101,10 +93,7 @@ fn check_rootfs(rootfs: &Path) {
     let a = std::fs::metadata(rootfs.join("usr/bin/python3")).unwrap();
     let b = std::fs::metadata(rootfs.join("usr/bin/python3.11")).unwrap();
     assert_eq!(a.ino(), b.ino(), "hard link unpacked as a link");
-    assert_eq!(
-        std::fs::metadata(rootfs.join("usr/bin/su")).unwrap().mode() & 0o7777,
-        0o4755
-    );
+    assert_eq!(std::fs::metadata(rootfs.join("usr/bin/su")).unwrap().mode() & 0o7777, 0o4755);
     assert!(rootfs.join("var/cache/apt/pkgcache.bin").is_file());
 }
 
@@ -184,32 +173,16 @@ fn derived_image_whiteouts_are_honoured_by_umoci() {
             derived
         };
         let rootfs = umoci_unpack(&readable, "2.0", &work.path().join(format!("bundle-{c:?}")));
-        assert!(
-            !rootfs.join("etc/shadow").exists(),
-            "whiteout removed etc/shadow"
-        );
-        assert!(
-            !rootfs.join("home/user").exists(),
-            "whiteout removed a directory"
-        );
+        assert!(!rootfs.join("etc/shadow").exists(), "whiteout removed etc/shadow");
+        assert!(!rootfs.join("home/user").exists(), "whiteout removed a directory");
         assert!(rootfs.join("home").is_dir());
         let mut cache: Vec<_> = std::fs::read_dir(rootfs.join("var/cache/apt"))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         cache.sort();
-        assert_eq!(
-            cache,
-            ["fresh.bin"],
-            "opaque directory hid the parent's files"
-        );
-        assert_eq!(
-            std::fs::read(rootfs.join("etc/hostname")).unwrap(),
-            b"derived\n"
-        );
-        assert!(
-            rootfs.join("etc/os-release").is_symlink(),
-            "parent layer still applies"
-        );
+        assert_eq!(cache, ["fresh.bin"], "opaque directory hid the parent's files");
+        assert_eq!(std::fs::read(rootfs.join("etc/hostname")).unwrap(), b"derived\n");
+        assert!(rootfs.join("etc/os-release").is_symlink(), "parent layer still applies");
     }
 }

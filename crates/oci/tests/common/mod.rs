@@ -12,9 +12,7 @@ use std::{
 pub const EPOCH: u64 = 1_700_000_000;
 
 /// `cap_net_raw+ep` as stored in `security.capability` (VFS_CAP_REVISION_2).
-pub const CAP_NET_RAW: [u8; 20] = [
-    1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-];
+pub const CAP_NET_RAW: [u8; 20] = [1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
 
 pub fn long_path() -> String {
     let p = format!("usr/share/{}/{}", "d".repeat(100), "f".repeat(89));
@@ -24,17 +22,11 @@ pub fn long_path() -> String {
 
 pub fn set_mtime(path: &Path, secs: i64) {
     use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
-    let t = Timespec {
-        tv_sec: secs,
-        tv_nsec: 0,
-    };
+    let t = Timespec { tv_sec: secs, tv_nsec: 0 };
     rustix::fs::utimensat(
         CWD,
         path,
-        &Timestamps {
-            last_access: t,
-            last_modification: t,
-        },
+        &Timestamps { last_access: t, last_modification: t },
         AtFlags::SYMLINK_NOFOLLOW,
     )
     .unwrap();
@@ -80,51 +72,24 @@ pub fn build_tree(root: &Path) {
     symlink("../usr/lib/os-release", root.join("etc/os-release")).unwrap();
     let ping = write(root, "usr/bin/ping", b"\x7fELF ping", 0o755);
     rustix::fs::lsetxattr(&ping, "user.kiln", b"note", rustix::fs::XattrFlags::empty()).unwrap();
-    rustix::fs::lsetxattr(
-        &ping,
-        "security.capability",
-        &CAP_NET_RAW,
-        rustix::fs::XattrFlags::empty(),
-    )
-    .unwrap();
+    rustix::fs::lsetxattr(&ping, "security.capability", &CAP_NET_RAW, rustix::fs::XattrFlags::empty())
+        .unwrap();
     write(root, "usr/bin/su", b"\x7fELF su", 0o4755);
     let py = write(root, "usr/bin/python3.11", b"\x7fELF python", 0o755);
     std::fs::hard_link(&py, root.join("usr/bin/python3")).unwrap();
-    write(
-        root,
-        "var/cache/apt/pkgcache.bin",
-        &vec![7u8; 100_000],
-        0o644,
-    );
-    write(
-        root,
-        "var/cache/apt/srcpkgcache.bin",
-        &vec![9u8; 50_000],
-        0o644,
-    );
+    write(root, "var/cache/apt/pkgcache.bin", &vec![7u8; 100_000], 0o644);
+    write(root, "var/cache/apt/srcpkgcache.bin", &vec![9u8; 50_000], 0o644);
     write(root, &long_path(), b"long", 0o644);
     let home = root.join("home/user");
     write(root, "home/user/.profile", b"PS1='$ '\n", 0o644);
     for p in [home.clone(), home.join(".profile")] {
         std::os::unix::fs::lchown(&p, Some(1000), Some(1000)).unwrap();
     }
-    run(Command::new("mknod")
-        .arg(root.join("dev/null"))
-        .args(["c", "1", "3"]));
-    run(Command::new("mknod")
-        .arg(root.join("dev/loop0"))
-        .args(["b", "7", "0"]));
+    run(Command::new("mknod").arg(root.join("dev/null")).args(["c", "1", "3"]));
+    run(Command::new("mknod").arg(root.join("dev/loop0")).args(["b", "7", "0"]));
     run(Command::new("mkfifo").arg(root.join("run/initctl")));
-    std::fs::set_permissions(
-        root.join("dev/null"),
-        std::fs::Permissions::from_mode(0o666),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        root.join("run/initctl"),
-        std::fs::Permissions::from_mode(0o600),
-    )
-    .unwrap();
+    std::fs::set_permissions(root.join("dev/null"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::fs::set_permissions(root.join("run/initctl"), std::fs::Permissions::from_mode(0o600)).unwrap();
     touch_all(root, 1_600_000_000);
     // One file newer than the epoch: it is clamped.
     set_mtime(&root.join("etc/hostname"), 1_800_000_000);
