@@ -35,6 +35,10 @@ pub enum Command {
     ///
     /// Works offline: the mirror and catalog references are shown as written and resolved by `build`.
     Plan(PlanArgs),
+    /// Build a blueprint into a root tree and its outputs (raw, qcow2, OCI) with `DIR/manifest.json`.
+    ///
+    /// A failed build leaves no output (and an earlier build in DIR untouched).
+    Build(BuildArgs),
     /// Print a shell completion script for kiln.
     Completions {
         /// bash, zsh, fish, elvish or powershell
@@ -63,6 +67,31 @@ pub struct BlueprintArgs {
 pub struct PlanArgs {
     #[command(flatten)]
     pub blueprint: BlueprintArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub blueprint: BlueprintArgs,
+    /// The output folder; replaced as a whole when the build succeeds.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// kiln's cache of .deb files and package stages [default: $XDG_CACHE_HOME/kiln or ~/.cache/kiln].
+    #[arg(long, value_name = "DIR", env = "KILN_CACHE")]
+    pub cache: Option<PathBuf>,
+    /// Timestamp for every file and date of the build [default: $SOURCE_DATE_EPOCH, else the last git
+    /// commit of the blueprint's folder, else 0].
+    #[arg(long, value_name = "SECONDS")]
+    pub source_date_epoch: Option<i64>,
+    /// Keep the root tree as DIR/rootfs (for inspection; not an artifact).
+    #[arg(long)]
+    pub keep_tree: bool,
+    /// Build the package stage afresh instead of reusing a cached one.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Let RUN commands use the network (they run without it by default).
+    #[arg(long)]
+    pub network: bool,
 }
 
 fn parse_var(s: &str) -> Result<(String, String), String> {

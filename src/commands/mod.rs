@@ -1,5 +1,6 @@
 //! One module per subcommand; each takes its parsed arguments and returns data or an error.
 
+mod build;
 mod docs;
 mod plan;
 
@@ -9,6 +10,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let json = cli.global.json;
     match cli.command {
         Command::Plan(args) => plan::run(&args, json),
+        Command::Build(args) => build::run(&args, json),
         Command::Completions { shell } => docs::completions(shell),
         Command::Man { out } => docs::man(out.as_deref()),
     }

@@ -24,6 +24,9 @@ pub struct Manifest {
     pub blueprint_digest: String,
     /// `sha256:…` of the build plan.
     pub plan_digest: String,
+    /// Digest of the normalized root tree (see `kiln_rootfs::tree_digest`): equal for equal builds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree_digest: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<Parent>,
     pub artifacts: Vec<Artifact>,
@@ -83,6 +86,7 @@ impl Manifest {
             version: version.to_owned(),
             blueprint_digest: blueprint_digest.to_owned(),
             plan_digest: plan_digest.to_owned(),
+            tree_digest: None,
             parent: None,
             artifacts: Vec::new(),
         }

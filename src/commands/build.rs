@@ -1,0 +1,72 @@
+//! `kiln build`: plan a blueprint, then build it into an output folder.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use crate::cli::BuildArgs;
+
+/// SOURCE_DATE_EPOCH: the flag, else the environment, else the last git commit touching the blueprint's
+/// folder, else 0 (with a warning: the build is still reproducible, but its dates say 1970).
+fn source_date_epoch(flag: Option<i64>, blueprint_dir: &Path) -> anyhow::Result<i64> {
+    if let Some(e) = flag {
+        return Ok(e);
+    }
+    if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
+        return v
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH=`{v}` is not a whole number of seconds"));
+    }
+    let dir = if blueprint_dir.as_os_str().is_empty() { Path::new(".") } else { blueprint_dir };
+    let git = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["log", "-1", "--format=%ct", "--", "."])
+        .output();
+    if let Ok(out) = git {
+        if let Ok(e) = String::from_utf8_lossy(&out.stdout).trim().parse::<i64>() {
+            return Ok(e);
+        }
+    }
+    tracing::warn!("no SOURCE_DATE_EPOCH and the blueprint is not in a git repository: using 0 (1970-01-01)");
+    Ok(0)
+}
+
+pub fn run(args: &BuildArgs, json: bool) -> anyhow::Result<()> {
+    let path = &args.blueprint.blueprint;
+    let plan = kiln_blueprint::plan::plan_path(path, &args.blueprint.vars())
+        .with_context(|| format!("cannot plan {}", path.display()))?;
+    let blueprint_dir = plan.blueprint.path.parent().map(Path::to_owned).unwrap_or_default();
+    let cache_dir = match &args.cache {
+        Some(c) => c.clone(),
+        None => kiln_debian::Cache::default_root(|k| std::env::var_os(k))
+            .context("no cache folder: set --cache, KILN_CACHE, XDG_CACHE_HOME or HOME")?,
+    };
+    let opts = kiln_builder::BuildOptions {
+        out: args.out.clone(),
+        blueprint_dir: blueprint_dir.clone(),
+        cache_dir,
+        source_date_epoch: source_date_epoch(args.source_date_epoch, &blueprint_dir)?,
+        host_root: "/".into(),
+        keep_tree: args.keep_tree,
+        stage_cache: !args.no_cache,
+        network_in_run: args.network,
+    };
+    tracing::info!("building {} {} into {}", plan.blueprint.name, plan.blueprint.version, args.out.display());
+    let report = kiln_builder::build(&plan, &opts)
+        .with_context(|| format!("cannot build {} {}", plan.blueprint.name, plan.blueprint.version))?;
+    for w in &report.warnings {
+        tracing::warn!("{w}");
+    }
+    if json {
+        return super::print_json(&report);
+    }
+    println!("built {} {} in {}", report.manifest.name, report.manifest.version, report.out.display());
+    println!("tree    {}", report.tree_digest);
+    for a in &report.manifest.artifacts {
+        let kind = serde_json::to_value(a.kind)?.as_str().unwrap_or_default().to_owned();
+        println!("{kind:<7} {}  {:>12}  {}", a.sha256, a.size, a.path);
+    }
+    Ok(())
+}
