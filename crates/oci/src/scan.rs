@@ -51,7 +51,7 @@ pub struct Scan {
 /// Scans the tree below `root` (the root directory itself is not an entry).
 pub fn scan_tree(root: &Path, opts: &ScanOptions) -> Result<Scan, Error> {
     let mut index = TreeIndex::new();
-    let skipped_sockets = walk_tree(root, opts, |path, entry| {
+    let skipped_sockets = walk_tree(root, opts, |path, entry, _| {
         index.insert(path, entry);
         Ok(())
     })?;
@@ -62,8 +62,9 @@ pub fn scan_tree(root: &Path, opts: &ScanOptions) -> Result<Scan, Error> {
 struct Pending {
     path: TreePath,
     entry: Entry,
-    /// Directory to read when the entry is visited (`None` for non-directories and other file systems).
-    descend: Option<PathBuf>,
+    abs: PathBuf,
+    /// Whether to read the directory when the entry is visited (not for other file systems).
+    descend: bool,
 }
 
 impl PartialEq for Pending {
@@ -86,16 +87,16 @@ impl Ord for Pending {
     }
 }
 
-/// Walks the tree below `root` and calls `visit` for every entry in layer order (bytewise by path), as soon
-/// as it is known that no smaller path is left, so a layer can be written while the tree is still walked.
-/// Returns the sockets that were skipped.
+/// Walks the tree below `root` and calls `visit` for every entry (with its path on disk) in layer order
+/// (bytewise by path), as soon as it is known that no smaller path is left, so a layer can be written while
+/// the tree is still walked. Returns the sockets that were skipped.
 ///
 /// The frontier is a min-heap of paths: every path is larger than its directory's, so when the smallest
 /// pending path is popped, nothing smaller remains unseen.
 pub fn walk_tree(
     root: &Path,
     opts: &ScanOptions,
-    mut visit: impl FnMut(TreePath, Entry) -> Result<(), Error>,
+    mut visit: impl FnMut(TreePath, Entry, &Path) -> Result<(), Error>,
 ) -> Result<Vec<TreePath>, Error> {
     let root_meta = fs_err::symlink_metadata(root)?;
     if !root_meta.is_dir() {
@@ -120,9 +121,8 @@ pub fn walk_tree(
             let rel = dir_rel.join(name.as_bytes());
             match stat_entry(&abs, &rel, opts, &mut xattr_buf)? {
                 Some((entry, dev)) => {
-                    let descend =
-                        (entry.is_dir() && (!opts.one_file_system || dev == root_dev)).then_some(abs);
-                    heap.push(Reverse(Pending { path: rel, entry, descend }));
+                    let descend = entry.is_dir() && (!opts.one_file_system || dev == root_dev);
+                    heap.push(Reverse(Pending { path: rel, entry, abs, descend }));
                 }
                 None => skipped.push(rel),
             }
@@ -131,10 +131,10 @@ pub fn walk_tree(
     };
     read_dir(root, &TreePath::root(), &mut heap, &mut skipped)?;
     while let Some(Reverse(p)) = heap.pop() {
-        if let Some(abs) = &p.descend {
-            read_dir(abs, &p.path, &mut heap, &mut skipped)?;
+        if p.descend {
+            read_dir(&p.abs, &p.path, &mut heap, &mut skipped)?;
         }
-        visit(p.path, p.entry)?;
+        visit(p.path, p.entry, &p.abs)?;
     }
     skipped.sort();
     Ok(skipped)

@@ -4,6 +4,10 @@
 //! batches; the calling thread turns them into tar entries ([`crate::layer::Planner`],
 //! [`crate::layer::TarWriter`]) and feeds the compressor, whose workers run alongside. The bytes are those of
 //! [`crate::layer::LayerPlan::full`] over [`crate::scan::scan_tree`]: only the scheduling differs.
+//!
+//! The walker also opens the regular files it hands over and asks the kernel to read them ahead
+//! (`POSIX_FADV_WILLNEED`), so a tree that is not in the page cache is read from disk while earlier files
+//! are compressed, instead of one blocking read at a time. At most `BATCH * (QUEUE + 2)` files are open.
 
 use std::{
     io::{self, Write},
@@ -15,13 +19,44 @@ use std::{
 use crate::{
     compress::{compress_stream, CompressOptions, LayerDigests},
     error::Error,
-    layer::{DirSource, Planner, TarWriter},
+    layer::{ContentSource, DirSource, Planner, TarWriter},
     scan::{walk_tree, ScanOptions},
     tree::{Entry, TreePath},
 };
 
 /// Entries handed from the walker to the writer at a time.
-const BATCH: usize = 256;
+const BATCH: usize = 64;
+/// Batches waiting for the writer.
+const QUEUE: usize = 8;
+
+/// An entry with its content already opened, when it is a non-empty regular file that could be opened.
+type Item = (TreePath, Entry, Option<std::fs::File>);
+
+/// Opens a regular file for the writer and starts reading it into the page cache.
+fn open_ahead(entry: &Entry, abs: &Path) -> Option<std::fs::File> {
+    if entry.size() == 0 || !matches!(entry.kind, crate::tree::EntryKind::File { .. }) {
+        return None;
+    }
+    // Failures here are not errors: the writer opens the file again and reports what went wrong.
+    let file = std::fs::File::open(abs).ok()?;
+    let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::WillNeed);
+    Some(file)
+}
+
+/// Content from files the walker opened, else from the tree.
+struct PreOpened<'a> {
+    file: std::cell::Cell<Option<std::fs::File>>,
+    tree: &'a DirSource,
+}
+
+impl ContentSource for PreOpened<'_> {
+    fn open(&self, path: &TreePath) -> io::Result<Box<dyn io::Read + '_>> {
+        match self.file.take() {
+            Some(f) => Ok(Box::new(f)),
+            None => self.tree.open(path),
+        }
+    }
+}
 
 /// What [`write_tree_layer`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,13 +75,14 @@ pub fn write_tree_layer<W: Write>(
     opts: &CompressOptions,
     out: W,
 ) -> Result<(W, TreeLayer), Error> {
-    let (tx, rx) = mpsc::sync_channel::<Vec<(TreePath, Entry)>>(64);
+    let (tx, rx) = mpsc::sync_channel::<Vec<Item>>(QUEUE);
     thread::scope(|s| {
         let walker = s.spawn(move || {
             let mut batch = Vec::with_capacity(BATCH);
             let stopped = || Error::Write(io::Error::other("the layer writer stopped"));
-            let skipped = walk_tree(root, &ScanOptions::default(), |path, entry| {
-                batch.push((path, entry));
+            let skipped = walk_tree(root, &ScanOptions::default(), |path, entry, abs| {
+                let file = open_ahead(&entry, abs);
+                batch.push((path, entry, file));
                 if batch.len() == BATCH {
                     let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
                     tx.send(full).map_err(|_| stopped())?;
@@ -66,8 +102,9 @@ pub fn write_tree_layer<W: Write>(
             let mut planner = Planner::new(epoch);
             let mut entries = 0;
             for batch in rx.iter() {
-                for (path, entry) in batch {
-                    tar.append(&planner.entry(path, entry), &source)?;
+                for (path, entry, file) in batch {
+                    let content = PreOpened { file: std::cell::Cell::new(file), tree: &source };
+                    tar.append(&planner.entry(path, entry), &content)?;
                     entries += 1;
                 }
             }
