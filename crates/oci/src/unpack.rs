@@ -404,3 +404,148 @@ impl Disk {
             .map_err(|e| errno(&abs, "setting the mtime of", e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::layer::{opaque_path, whiteout_path, write_tar, LayerPlan};
+
+    fn p(s: &str) -> TreePath {
+        TreePath::new(s).unwrap()
+    }
+
+    fn file(content: &str) -> Entry {
+        Entry::new(EntryKind::File { size: content.len() as u64, digest: None }, 0o644)
+    }
+
+    fn dir() -> Entry {
+        Entry::new(EntryKind::Dir, 0o755)
+    }
+
+    /// A tar layer of `files` (path → content; a trailing `/` makes a directory) and `markers`.
+    fn layer(files: &[(&str, &str)], markers: &[TreePath]) -> Vec<u8> {
+        let mut content = BTreeMap::new();
+        let entries: Vec<(TreePath, Entry)> = files
+            .iter()
+            .map(|(path, data)| {
+                if let Some(d) = path.strip_suffix('/') {
+                    (p(d), dir())
+                } else {
+                    content.insert(p(path), data.as_bytes().to_vec());
+                    (p(path), file(data))
+                }
+            })
+            .collect();
+        let plan = LayerPlan::new(entries, markers.to_vec(), 0);
+        write_tar(&plan, &content, Vec::new()).unwrap()
+    }
+
+    fn paths(index: &TreeIndex) -> Vec<String> {
+        index.entries.keys().map(ToString::to_string).collect()
+    }
+
+    fn lower() -> Vec<u8> {
+        layer(
+            &[
+                ("etc/", ""),
+                ("etc/a", "a"),
+                ("etc/b", "b"),
+                ("var/", ""),
+                ("var/cache/", ""),
+                ("var/cache/old", "o"),
+                ("var/cache/sub/", ""),
+                ("var/cache/sub/deep", "d"),
+                ("srv", "was a file"),
+            ],
+            &[],
+        )
+    }
+
+    #[test]
+    fn whiteouts_and_opaque_dirs_hide_lower_layers_only() {
+        // `-early` sorts before the opaque marker of its directory but belongs to the same layer.
+        let upper = layer(
+            &[
+                ("var/cache/", ""),
+                ("var/cache/-early", "e"),
+                ("var/cache/new", "n"),
+                ("srv/", ""),
+                ("srv/www", "w"),
+            ],
+            &[whiteout_path(&p("etc/a")), opaque_path(&p("var/cache"))],
+        );
+        assert!(b"-early".as_slice() < b".wh..wh..opq".as_slice());
+        let index = index_layers([&lower()[..], &upper[..]]).unwrap();
+        assert_eq!(
+            paths(&index),
+            ["etc", "etc/b", "srv", "srv/www", "var", "var/cache", "var/cache/-early", "var/cache/new"]
+        );
+        let b = &index.entries[&p("etc/b")];
+        assert_eq!(b.kind, EntryKind::File { size: 1, digest: Some(Sha256::of(b"b")) });
+    }
+
+    #[test]
+    fn file_replacing_a_directory_hides_its_contents() {
+        let upper = layer(&[("var/cache", "now a file")], &[]);
+        let index = index_layers([&lower()[..], &upper[..]]).unwrap();
+        assert!(!paths(&index).iter().any(|x| x.starts_with("var/cache/")));
+        assert!(matches!(index.entries[&p("var/cache")].kind, EntryKind::File { .. }));
+    }
+
+    #[test]
+    fn unpack_matches_the_index() {
+        let upper = layer(
+            &[("var/cache/", ""), ("var/cache/-early", "e"), ("var/cache/new", "n")],
+            &[whiteout_path(&p("etc/a")), opaque_path(&p("var/cache"))],
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let index = unpack_layers([&lower()[..], &upper[..]], dir.path(), &UnpackOptions::default()).unwrap();
+        let on_disk = crate::scan::scan_tree(
+            dir.path(),
+            &crate::scan::ScanOptions { hash_contents: true, ..Default::default() },
+        )
+        .unwrap()
+        .index;
+        assert_eq!(paths(&on_disk), paths(&index));
+        assert_eq!(fs_err::read(dir.path().join("var/cache/new")).unwrap(), b"n");
+        assert_eq!(fs_err::read(dir.path().join("var/cache/-early")).unwrap(), b"e");
+        assert!(!dir.path().join("etc/a").exists());
+        assert!(!dir.path().join("var/cache/sub").exists());
+    }
+
+    #[test]
+    fn entries_through_symlinks_are_refused() {
+        let mut content = BTreeMap::new();
+        content.insert(p("evil/passwd"), b"x".to_vec());
+        let first = write_tar(
+            &LayerPlan::new(
+                [(p("evil"), Entry::new(EntryKind::Symlink { target: b"/etc".to_vec() }, 0o777))],
+                [],
+                0,
+            ),
+            &content,
+            Vec::new(),
+        )
+        .unwrap();
+        let second =
+            write_tar(&LayerPlan::new([(p("evil/passwd"), file("x"))], [], 0), &content, Vec::new()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let err =
+            unpack_layers([&first[..], &second[..]], dir.path(), &UnpackOptions::default()).unwrap_err();
+        assert!(matches!(err, Error::UnsafeEntry { .. }), "{err}");
+    }
+
+    #[test]
+    fn hard_link_to_a_missing_target_is_refused() {
+        let mut e = file("x");
+        e.inode = Some((1, 1));
+        let plan = LayerPlan::new([(p("a"), e.clone()), (p("b"), e)], [], 0);
+        let content = BTreeMap::from([(p("a"), b"x".to_vec())]);
+        let tar = write_tar(&plan, &content, Vec::new()).unwrap();
+        // Drop the first entry (header + one data block): `b` now links to nothing.
+        let err = index_layers([&tar[1024..]]).unwrap_err();
+        assert!(matches!(err, Error::UnsafeEntry { .. }), "{err}");
+    }
+}
