@@ -63,4 +63,10 @@ for name in zstd gzip; do
         "ratio kiln/reference \($kiln / $ref * 1000 | round / 1000) (of minimums \($kilnmin / $refmin * 1000 | round / 1000)), target <= \($target)"
     ' "$results/$name.json"
 done
+for name in zstd gzip; do
+    compress=$([[ $name == zstd ]] && echo "zstd -T0 -3" || echo "gzip -6")
+    ref_size=$(tar --sort=name -C "$tree" -cf - . | $compress | wc -c)
+    kiln_size=$("$layer" "$tree" /dev/null --compression "$name" 2>/dev/null | awk '/^size /{print $2}')
+    echo "$name: compressed size reference $ref_size, kiln $kiln_size bytes"
+done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

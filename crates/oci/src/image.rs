@@ -257,6 +257,14 @@ pub fn build_documents(
     let mut diff_ids: Vec<String> = base.map(|b| b.diff_ids.clone()).unwrap_or_default();
     diff_ids.extend(layers.iter().map(|l| l.diff_id.to_string()));
     let mut history: Vec<History> = base.map(|b| b.history.clone()).unwrap_or_default();
+    if let Some(b) = base {
+        // Tools pair history entries that are not `empty_layer` with layers: keep the count right when the
+        // parent recorded less history than it has layers.
+        let with_layer = history.iter().filter(|h| h.empty_layer() != Some(true)).count();
+        for _ in with_layer..b.diff_ids.len() {
+            history.push(HistoryBuilder::default().comment(format!("layer of {}", b.name)).build()?);
+        }
+    }
     for l in layers {
         history.push(
             HistoryBuilder::default().created(created.clone()).created_by(l.created_by.clone()).build()?,
@@ -398,6 +406,13 @@ mod tests {
         assert_eq!(c["history"][0]["created"], "2023-11-14T22:13:20Z");
         assert_eq!(c["history"][1]["created"], rfc3339(1_800_000_000));
         assert_eq!(c["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
+
+        // A parent without history still gets one entry per layer.
+        let bare = BaseImage { history: Vec::new(), ..base };
+        let child = build_documents(&s, Some(&bare), &[layer(2)]).unwrap();
+        let c: serde_json::Value = serde_json::from_slice(&child.config.bytes).unwrap();
+        assert_eq!(c["history"][0]["comment"], "layer of oci-layout:base:1.2.0");
+        assert_eq!(c["history"][1]["created_by"], "kiln layer 2");
     }
 
     #[test]
