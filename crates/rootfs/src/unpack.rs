@@ -119,6 +119,9 @@ pub fn unpack(debs: &[PathBuf], tree: &Path, opts: &UnpackOptions) -> Result<Unp
         let path = path.to_owned();
         move |source| UnpackError::Tree { path, source }
     };
+    if std::fs::read_dir(tree).is_ok_and(|mut entries| entries.next().is_some()) {
+        return Err(UnpackError::TreeNotEmpty { path: tree.to_owned() });
+    }
     prepare_tree(tree, opts).map_err(tree_err(tree))?;
     let tree = &fs_err::canonicalize(tree).map_err(tree_err(tree))?;
     let preserve_owners = opts.preserve_owners.unwrap_or_else(|| rustix::process::geteuid().is_root());
@@ -137,7 +140,7 @@ pub fn unpack(debs: &[PathBuf], tree: &Path, opts: &UnpackOptions) -> Result<Unp
     let shared = Shared {
         root: tree,
         preserve_owners,
-        claims: Mutex::new(HashMap::new()),
+        state: Mutex::new(State::default()),
         skipped: Mutex::new(Vec::new()),
     };
     let results = crate::par::run(&schedule, jobs, |i| shared.extract(i, &packages[i]), Result::is_err);
@@ -146,7 +149,16 @@ pub fn unpack(debs: &[PathBuf], tree: &Path, opts: &UnpackOptions) -> Result<Unp
     for r in results.into_iter().flatten() {
         extracted.push(r?);
     }
-    let claims = shared.claims.into_inner().unwrap_or_else(|e| e.into_inner());
+    // Hard links last, in package order, from each package's own copy of the target.
+    for (idx, (deb, ex)) in packages.iter().zip(&extracted).enumerate() {
+        for (n, link) in ex.hardlinks.iter().enumerate() {
+            shared.hardlink(idx, n, &deb.name, link)?;
+        }
+    }
+    let State { claims, retained } = shared.state.into_inner().unwrap_or_else(|e| e.into_inner());
+    for path in retained.values() {
+        std::fs::remove_file(path).map_err(tree_err(path))?;
+    }
     let mut skipped_devices = shared.skipped.into_inner().unwrap_or_else(|e| e.into_inner());
     skipped_devices.sort();
     report_overlaps(&packages, &claims);
@@ -184,20 +196,19 @@ pub fn unpack(debs: &[PathBuf], tree: &Path, opts: &UnpackOptions) -> Result<Unp
                 None => true,
                 Some(key) => claims.get(key).is_some_and(|c| c.pkg == i),
             };
-            let list = ex.listed.iter().filter(|e| owned(e)).map(|e| e.rel.clone()).collect();
-            let md5 = ex
-                .listed
-                .iter()
-                .filter(|e| owned(e))
-                .filter_map(|e| e.md5.map(|m| (e.rel.clone(), m)))
-                .collect();
+            // The list: what the package still owns, symlinks last, as dpkg writes it.
+            let (symlinks, others): (Vec<&Listed>, Vec<&Listed>) =
+                ex.listed.iter().filter(|e| owned(e)).partition(|e| e.symlink);
+            let list = others.into_iter().chain(symlinks).map(|e| e.rel.clone()).collect();
+            // Generated md5sums are written when the package is unpacked: every file it shipped.
+            let md5 = ex.listed.iter().filter_map(|e| e.md5.map(|m| (e.rel.clone(), m))).collect();
             DbPackage { deb, list, md5 }
         })
         .collect();
     write_database(tree, &db, &opts.arch)?;
     for (path, mtime) in dir_times {
         let t = FileTime::from_unix_time(mtime, 0);
-        filetime::set_file_times(&path, t, t).map_err(tree_err(&path))?;
+        filetime::set_symlink_file_times(&path, t, t).map_err(tree_err(&path))?;
     }
 
     info!(packages = packages.len(), "unpacked");
@@ -210,12 +221,8 @@ pub fn unpack(debs: &[PathBuf], tree: &Path, opts: &UnpackOptions) -> Result<Unp
 }
 
 fn prepare_tree(tree: &Path, opts: &UnpackOptions) -> io::Result<()> {
-    match std::fs::read_dir(tree) {
-        Ok(mut entries) => {
-            if entries.next().is_some() {
-                return Err(io::Error::new(io::ErrorKind::AlreadyExists, "not an empty directory"));
-            }
-        }
+    match std::fs::symlink_metadata(tree) {
+        Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => fs_err::create_dir_all(tree)?,
         Err(e) => return Err(e),
     }
@@ -245,6 +252,8 @@ struct Listed {
     /// The claim key of a non-directory: ownership is decided by the claim table.
     claim: Option<PathBuf>,
     md5: Option<[u8; 16]>,
+    /// dpkg creates symlinks after everything else, and lists them last.
+    symlink: bool,
 }
 
 #[derive(Debug)]
@@ -257,10 +266,20 @@ struct DirMeta {
     mtime: i64,
 }
 
+/// A hard link, made once every package is extracted.
+#[derive(Debug)]
+struct HardLink {
+    member: String,
+    /// Claim key (resolved path) of the link and of its target.
+    key: PathBuf,
+    target: PathBuf,
+}
+
 #[derive(Debug)]
 struct Extracted {
     listed: Vec<Listed>,
     dirs: Vec<DirMeta>,
+    hardlinks: Vec<HardLink>,
 }
 
 #[derive(Debug)]
@@ -271,10 +290,19 @@ struct Claim {
     earlier: Vec<usize>,
 }
 
+/// Who owns which path, and the copies of paths that packages lost to later ones (kept until the hard links
+/// are made, then removed).
+#[derive(Debug, Default)]
+struct State {
+    claims: HashMap<PathBuf, Claim>,
+    /// (package, claim key) -> where that package's copy is, when not in place.
+    retained: HashMap<(usize, PathBuf), PathBuf>,
+}
+
 struct Shared<'a> {
     root: &'a Path,
     preserve_owners: bool,
-    claims: Mutex<HashMap<PathBuf, Claim>>,
+    state: Mutex<State>,
     /// Device nodes listed but not created (no owners preserved, so not root).
     skipped: Mutex<Vec<String>>,
 }
@@ -321,7 +349,7 @@ impl Shared<'_> {
         let package = deb.name.as_str();
         let conffiles: HashSet<String> = deb.conffiles().into_iter().map(|c| c.path).collect();
         let want_md5 = deb.member("md5sums").is_none();
-        let mut out = Extracted { listed: Vec::new(), dirs: Vec::new() };
+        let mut out = Extracted { listed: Vec::new(), dirs: Vec::new(), hardlinks: Vec::new() };
         let mut md5_of: HashMap<PathBuf, [u8; 16]> = HashMap::new();
         let mut counter = 0usize;
         debug!(package, "extracting");
@@ -362,7 +390,7 @@ impl Shared<'_> {
                     if kind != Kind::Dir {
                         return Err(bad("the tree's root is not a directory".to_owned()));
                     }
-                    out.listed.push(Listed { rel, claim: None, md5: None });
+                    out.listed.push(Listed { rel, claim: None, md5: None, symlink: false });
                     continue;
                 }
                 let (Some(parent_rel), Some(name)) = (rel.parent(), rel.file_name()) else {
@@ -398,7 +426,7 @@ impl Shared<'_> {
                         },
                     })?;
                     out.dirs.push(DirMeta { member: member.clone(), host, mode, uid, gid, mtime });
-                    out.listed.push(Listed { rel, claim: None, md5: None });
+                    out.listed.push(Listed { rel, claim: None, md5: None, symlink: false });
                     continue;
                 }
 
@@ -426,12 +454,13 @@ impl Shared<'_> {
                         let target_rel =
                             normalize_member(&link).ok_or_else(|| bad("hard link target leaves the tree".to_owned()))?;
                         let target = resolve_in_root(self.root, &target_rel, false).map_err(io)?;
-                        let written = self.lock().get(&target).map(|c| c.written.clone()).unwrap_or(target);
-                        std::fs::hard_link(&written, &temp).map_err(io)?;
                         md5 = md5_of.get(&target_rel).copied();
                         if let Some(d) = md5 {
                             md5_of.insert(rel.clone(), d);
                         }
+                        out.hardlinks.push(HardLink { member: member.clone(), key: host.clone(), target });
+                        out.listed.push(Listed { rel, claim: Some(host), md5, symlink: false });
+                        continue;
                     }
                     Kind::Symlink => {
                         let target = entry.link_name().map_err(io)?.ok_or_else(|| bad("symlink without target".to_owned()))?;
@@ -447,11 +476,15 @@ impl Shared<'_> {
                             warn!(package, path = %crate::paths::dpkg_path(&rel), "device node skipped: not running as root");
                             let entry = format!("{package}: {}", crate::paths::dpkg_path(&rel));
                             self.skipped.lock().unwrap_or_else(|e| e.into_inner()).push(entry);
-                            out.listed.push(Listed { rel, claim: None, md5: None });
+                            out.listed.push(Listed { rel, claim: None, md5: None, symlink: false });
                             continue;
                         }
-                        let major = header.device_major().map_err(io)?.unwrap_or(0);
-                        let minor = header.device_minor().map_err(io)?.unwrap_or(0);
+                        let (major, minor) = if kind == Kind::Fifo {
+                            (0, 0)
+                        } else {
+                            let major = header.device_major().map_err(io)?.unwrap_or(0);
+                            (major, header.device_minor().map_err(io)?.unwrap_or(0))
+                        };
                         make_node(&temp, kind, mode, major, minor, owner, mtime).map_err(io)?;
                     }
                     Kind::Dir => unreachable!("handled above"),
@@ -465,7 +498,7 @@ impl Shared<'_> {
                         found: "directory",
                     },
                 })?;
-                out.listed.push(Listed { rel, claim: Some(host), md5 });
+                out.listed.push(Listed { rel, claim: Some(host), md5, symlink: kind == Kind::Symlink });
             }
             Ok(())
         })?;
@@ -473,8 +506,40 @@ impl Shared<'_> {
         Ok(out)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Claim>> {
-        self.claims.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Make a hard link from the package's own copy of its target: in place if the package still owns the
+    /// target, the copy it lost to a later package otherwise (so the link has this package's content, as with
+    /// dpkg, which unpacks packages one after the other).
+    fn hardlink(&self, idx: usize, n: usize, package: &str, link: &HardLink) -> Result<(), UnpackError> {
+        let io =
+            |source| UnpackError::Io { package: package.to_owned(), member: link.member.clone(), source };
+        let source = {
+            let state = self.lock();
+            match state.claims.get(&link.target) {
+                Some(c) if c.pkg == idx => Some(c.written.clone()),
+                _ => state.retained.get(&(idx, link.target.clone())).cloned(),
+            }
+        };
+        let source = source.ok_or_else(|| UnpackError::Member {
+            package: package.to_owned(),
+            member: link.member.clone(),
+            message: format!("hard link to {}, which the package does not ship", link.target.display()),
+        })?;
+        let parent = link.key.parent().unwrap_or(self.root);
+        let temp = parent.join(format!(".kiln-{idx}-link-{n}"));
+        std::fs::hard_link(&source, &temp).map_err(io)?;
+        self.commit(idx, link.key.clone(), &temp, link.key.clone()).map_err(|e| match e {
+            DirProblem::Io(source) => io(source),
+            DirProblem::NotADir(_) => UnpackError::TypeConflict {
+                package: package.to_owned(),
+                member: link.member.clone(),
+                shipped: "file",
+                found: "directory",
+            },
+        })
     }
 
     /// Create a directory the package ships, or accept what is there when it is (or links to) a directory.
@@ -499,21 +564,26 @@ impl Shared<'_> {
         }
     }
 
-    /// Move a written entry into place unless a later package already owns the path.
+    /// Move a written entry into place unless a later package already owns the path. A copy that loses (this
+    /// one, or the earlier package's one it replaces) is kept aside until the hard links are made.
     fn commit(&self, idx: usize, key: PathBuf, temp: &Path, dest: PathBuf) -> Result<(), DirProblem> {
-        let mut claims = self.lock();
+        let mut guard = self.lock();
+        let state = &mut *guard;
         let mut earlier = Vec::new();
-        if let Some(c) = claims.get_mut(&key) {
+        if let Some(c) = state.claims.get_mut(&key) {
             if c.pkg > idx {
                 c.earlier.push(idx);
-                drop(claims);
-                return std::fs::remove_file(temp).map_err(DirProblem::Io);
+                state.retained.insert((idx, key), temp.to_owned());
+                return Ok(());
             }
-            if c.written != dest {
-                match std::fs::remove_file(&c.written) {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(DirProblem::Io(e)),
-                    _ => {}
+            let aside = temp.with_file_name(format!(".kiln-{}-replaced-{}", c.pkg, state.retained.len()));
+            match std::fs::rename(&c.written, &aside) {
+                Ok(()) if c.pkg != idx => {
+                    state.retained.insert((c.pkg, key.clone()), aside);
                 }
+                Ok(()) => std::fs::remove_file(&aside).map_err(DirProblem::Io)?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(DirProblem::Io(e)),
             }
             earlier = std::mem::take(&mut c.earlier);
             if c.pkg != idx {
@@ -524,7 +594,7 @@ impl Shared<'_> {
             let _ = std::fs::remove_file(temp);
             return Err(if dest.is_dir() { DirProblem::NotADir("directory") } else { DirProblem::Io(e) });
         }
-        claims.insert(key, Claim { pkg: idx, written: dest, earlier });
+        state.claims.insert(key, Claim { pkg: idx, written: dest, earlier });
         Ok(())
     }
 }
@@ -587,7 +657,7 @@ fn make_node(
     }
     std::fs::set_permissions(path, Permissions::from_mode(mode))?;
     let t = FileTime::from_unix_time(mtime, 0);
-    filetime::set_file_times(path, t, t)
+    filetime::set_symlink_file_times(path, t, t)
 }
 
 fn unix_time(secs: i64) -> SystemTime {
