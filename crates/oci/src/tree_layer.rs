@@ -28,6 +28,8 @@ use crate::{
 const BATCH: usize = 64;
 /// Batches waiting for the writer.
 const QUEUE: usize = 8;
+/// Bytes of each file the walker asks the kernel to read ahead.
+const READ_AHEAD: u64 = 8 << 20;
 
 /// An entry with its content already opened, when it is a non-empty regular file that could be opened.
 type Item = (TreePath, Entry, Option<std::fs::File>);
@@ -39,7 +41,9 @@ fn open_ahead(entry: &Entry, abs: &Path) -> Option<std::fs::File> {
     }
     // Failures here are not errors: the writer opens the file again and reports what went wrong.
     let file = std::fs::File::open(abs).ok()?;
-    let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::WillNeed);
+    // The head of large files only: the kernel's own readahead follows the sequential read.
+    let ahead = std::num::NonZeroU64::new(entry.size().min(READ_AHEAD));
+    let _ = rustix::fs::fadvise(&file, 0, ahead, rustix::fs::Advice::WillNeed);
     Some(file)
 }
 
