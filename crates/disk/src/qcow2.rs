@@ -16,7 +16,10 @@ use std::{
     fmt::Write as _,
     io::{self, BufWriter, Read, Seek, SeekFrom, Write},
     num::NonZeroUsize,
-    sync::mpsc,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        mpsc,
+    },
 };
 
 use sha2::{Digest, Sha256};
@@ -209,7 +212,7 @@ static ZEROS: [u8; CS] = [0u8; CS];
 /// when it is written out (4 MiB batches cost twice the CPU time).
 const CLUSTERS_PER_BATCH: usize = 8;
 /// Clusters per compression thread per batch when compressing.
-const CLUSTERS_PER_THREAD: usize = 32;
+const CLUSTERS_PER_THREAD: usize = 64;
 
 /// Writes `raw` (its whole length is the virtual size) as a qcow2 v3 into `out`, which must be empty.
 pub fn write_qcow2<R: Read + Seek + Send, W: Write + Seek>(
@@ -513,31 +516,37 @@ fn cluster_ranges(extents: &[std::ops::Range<u64>], guest_clusters: u64) -> Vec<
     out
 }
 
-/// Packs the clusters of `data` on `compressors.len()` threads, each taking a contiguous share.
+/// Packs the clusters of `data` on `compressors.len()` threads. Threads take clusters one at a time from a
+/// shared counter, so a thread the OS schedules less (on a busy machine) just packs fewer of them; results
+/// are put back in cluster order, so the output does not depend on who packed what.
 fn pack_batch(compressors: &mut [Compressor], data: &[u8]) -> io::Result<Vec<Packed>> {
     let clusters = data.len() / CS;
     if compressors.len() == 1 || clusters <= 1 {
         let c = &mut compressors[0];
         return data.chunks(CS).map(|cl| c.pack(cl)).collect();
     }
-    let per = clusters.div_ceil(compressors.len());
-    std::thread::scope(|s| {
-        let mut parts = data.chunks(per * CS).zip(compressors.iter_mut());
-        let first = parts.next();
-        let handles: Vec<_> = parts
-            .map(|(part, c)| {
-                s.spawn(move || part.chunks(CS).map(|cl| c.pack(cl)).collect::<io::Result<Vec<_>>>())
-            })
-            .collect();
-        let mut out = match first {
-            Some((part, c)) => part.chunks(CS).map(|cl| c.pack(cl)).collect::<io::Result<Vec<_>>>()?,
-            None => Vec::new(),
-        };
-        for h in handles {
-            out.extend(h.join().map_err(|_| io::Error::other("compression thread panicked"))??);
+    let next = AtomicUsize::new(0);
+    let work = |c: &mut Compressor| -> io::Result<Vec<(usize, Packed)>> {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= clusters {
+                return Ok(done);
+            }
+            done.push((i, c.pack(&data[i * CS..(i + 1) * CS])?));
         }
-        Ok(out)
-    })
+    };
+    let mut results: Vec<(usize, Packed)> = std::thread::scope(|s| {
+        let (first, rest) = compressors.split_first_mut().ok_or_else(|| io::Error::other("no compressor"))?;
+        let handles: Vec<_> = rest.iter_mut().map(|c| s.spawn(|| work(c))).collect();
+        let mut all = work(first)?;
+        for h in handles {
+            all.extend(h.join().map_err(|_| io::Error::other("compression thread panicked"))??);
+        }
+        Ok::<_, io::Error>(all)
+    })?;
+    results.sort_unstable_by_key(|(i, _)| *i);
+    Ok(results.into_iter().map(|(_, p)| p).collect())
 }
 
 /// The fields of a qcow2 v3 header this crate writes and reads.
