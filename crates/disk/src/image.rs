@@ -9,7 +9,7 @@ use crate::{
     ext4::{make_ext4, tree_apparent_size, Ext4Options},
     identity::ImageIdentity,
     layout::{DiskLayout, DiskSpec},
-    raw::{write_raw_disk, RawStats},
+    raw::{write_raw_disk_file, RawStats},
     Result,
 };
 
@@ -73,8 +73,8 @@ pub fn build_raw_image(req: &DiskImageRequest, out: &Path) -> Result<BuiltDisk> 
         epoch: req.epoch,
     };
     let out_file = fs_err::File::create(out)?;
-    let mut root = std::io::BufReader::with_capacity(1 << 20, fs_err::File::open(&root_image)?);
-    let stats = write_raw_disk(out_file, &layout, &esp_files, &esp_opts, &mut root)?;
+    let root = fs_err::File::open(&root_image)?;
+    let stats = write_raw_disk_file(out_file, &layout, &esp_files, &esp_opts, root.file())?;
     drop(root);
     fs_err::remove_file(&root_image)?;
     Ok(BuiltDisk { layout, esp: esp_plan, stats })

@@ -25,7 +25,7 @@ use std::{
 use sha2::{Digest, Sha256};
 
 use crate::{
-    raw::{is_zero, read_full},
+    raw::{is_zero, read_full, read_full_at},
     DiskError, Result,
 };
 
@@ -242,21 +242,6 @@ pub fn write_qcow2_file<W: Write + Seek>(
 enum Source<'a, R> {
     Stream(&'a mut R),
     File(&'a std::fs::File),
-}
-
-/// Reads from `file` at `offset` until `buf` is full or the file ends.
-fn read_full_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    use std::os::unix::fs::FileExt;
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read_at(&mut buf[n..], offset + n as u64) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// The data ranges of a file, per `SEEK_DATA`/`SEEK_HOLE` (the whole file where those are not supported).
