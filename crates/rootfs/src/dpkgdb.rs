@@ -128,6 +128,16 @@ pub fn status_file(packages: &[&Deb]) -> String {
         .collect()
 }
 
+/// The `arch` file: the native architecture, then the foreign ones packages are built for, as
+/// `dpkg --add-architecture` would have recorded them.
+pub fn arch_file(native: &str, packages: &[&Deb]) -> String {
+    let mut foreign: Vec<&str> =
+        packages.iter().map(|d| d.architecture.as_str()).filter(|a| *a != native && *a != "all").collect();
+    foreign.sort_unstable();
+    foreign.dedup();
+    std::iter::once(native).chain(foreign).map(|a| format!("{a}\n")).collect()
+}
+
 /// Write the database of `packages` under `tree/var/lib/dpkg`; `arch` is dpkg's native architecture.
 pub fn write_database(tree: &Path, packages: &[DbPackage<'_>], arch: &str) -> Result<(), DbError> {
     let admin = tree.join("var/lib/dpkg");
@@ -163,7 +173,7 @@ pub fn write_database(tree: &Path, packages: &[DbPackage<'_>], arch: &str) -> Re
     for empty in ["available", "diversions", "statoverride"] {
         write(&admin.join(empty), b"", 0o644)?;
     }
-    write(&admin.join("arch"), format!("{arch}\n").as_bytes(), 0o644)?;
+    write(&admin.join("arch"), arch_file(arch, &debs).as_bytes(), 0o644)?;
 
     let (file, explicit) = trigger_interests(&triggers);
     write(&admin.join("triggers/File"), file.as_bytes(), 0o644)?;
@@ -189,6 +199,22 @@ mod tests {
         assert_eq!(list_file(&paths), "/.\n/etc\n/etc/a b\n");
         let md5 = [(PathBuf::from("usr/share/x"), [0xab; 16])];
         assert_eq!(md5sums_file(&md5), format!("{}  usr/share/x\n", "ab".repeat(16)));
+    }
+
+    #[test]
+    fn the_arch_file_lists_native_then_foreign_architectures() {
+        let deb = |arch: &str| Deb {
+            path: PathBuf::from(format!("p_{arch}.deb")),
+            control: crate::control::Paragraph::default(),
+            members: Vec::new(),
+            data_compression: crate::deb::Compression::Xz,
+            name: "p".to_owned(),
+            version: "1".to_owned(),
+            architecture: arch.to_owned(),
+        };
+        let (a, b, c, d) = (deb("amd64"), deb("all"), deb("i386"), deb("arm64"));
+        assert_eq!(arch_file("amd64", &[&a, &b]), "amd64\n");
+        assert_eq!(arch_file("amd64", &[&c, &a, &d, &c]), "amd64\narm64\ni386\n");
     }
 
     #[test]

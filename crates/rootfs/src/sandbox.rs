@@ -96,7 +96,7 @@ pub struct RunCommand {
     /// Absolute working directory inside the tree.
     pub workdir: String,
     /// `NAME`, `UID`, either followed by `:GROUP` or `:GID`, looked up in the tree's `/etc/passwd` and
-    /// `/etc/group`.
+    /// `/etc/group`. A user other than root gets its primary group only, no supplementary groups.
     pub user: String,
 }
 
@@ -154,7 +154,8 @@ impl Sandbox {
         Ok(Self { root, user_namespace: !rustix::process::geteuid().is_root(), network: false, tools })
     }
 
-    /// Allow network access (the host's network namespace, and its `resolv.conf` over the tree's).
+    /// Allow network access: the host's network namespace, and its `resolv.conf` bound read-only over the
+    /// tree's (over an empty file made for the run when the tree has none, removed afterwards).
     pub fn with_network(mut self, allow: bool) -> Self {
         self.network = allow;
         self
@@ -203,6 +204,7 @@ impl Sandbox {
         }
 
         let summary = cmd.argv.join(" ");
+        let _resolv = self.network.then(|| MountPoint::file(&self.root.join("etc/resolv.conf")));
         let spawn_err = |source| SandboxError::Spawn { command: summary.clone(), source };
         let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
             .map_err(|e| spawn_err(io::Error::from(e)))?;
@@ -298,6 +300,34 @@ impl Sandbox {
             });
         }
         Ok(ids)
+    }
+}
+
+/// An empty file made as a mount point for one run, removed afterwards.
+struct MountPoint(Option<PathBuf>);
+
+impl MountPoint {
+    /// Make `path` unless something is there already (or its directory is missing).
+    fn file(path: &Path) -> Self {
+        let missing =
+            matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == io::ErrorKind::NotFound);
+        let parent_is_dir =
+            path.parent().is_some_and(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()));
+        if missing && parent_is_dir && std::fs::File::create_new(path).is_ok() {
+            Self(Some(path.to_owned()))
+        } else {
+            Self(None)
+        }
+    }
+}
+
+impl Drop for MountPoint {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0 {
+            if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
     }
 }
 

@@ -66,6 +66,8 @@ pub enum UnpackError {
     Io { package: String, member: String, source: io::Error },
     #[error("package {package}: member `{member}` is a {shipped} but the tree has a {found} there")]
     TypeConflict { package: String, member: String, shipped: &'static str, found: &'static str },
+    #[error("package {package} is in the list twice ({first} and {second})")]
+    Duplicate { package: String, first: PathBuf, second: PathBuf },
 }
 
 /// What was unpacked, in the given order.
@@ -132,6 +134,16 @@ pub fn unpack(debs: &[PathBuf], tree: &Path, opts: &UnpackOptions) -> Result<Unp
     let schedule: Vec<usize> = (0..debs.len()).collect();
     let opened = crate::par::run(&schedule, jobs, |i| Deb::open(&debs[i]), Result::is_err);
     let packages = opened.into_iter().flatten().collect::<Result<Vec<Deb>, DebError>>()?;
+    let mut names: HashMap<String, &Path> = HashMap::new();
+    for deb in &packages {
+        if let Some(first) = names.insert(deb.db_name(), &deb.path) {
+            return Err(UnpackError::Duplicate {
+                package: deb.db_name(),
+                first: first.to_owned(),
+                second: deb.path.clone(),
+            });
+        }
+    }
 
     // Largest archives first, so that no worker is left with a big one at the end.
     let mut schedule = schedule;

@@ -76,6 +76,12 @@ fn network_can_be_allowed() {
     let (out, lines) = run(&sandbox, &RunCommand::new(["cat", "/proc/net/dev"]));
     out.unwrap();
     assert_eq!(lines.len(), host_interfaces, "the host's interfaces are there: {lines:?}");
+    // Name resolution as on the host, without leaving a resolv.conf behind in the tree.
+    let (out, lines) = run(&sandbox, &RunCommand::new(["cat", "/etc/resolv.conf"]));
+    out.unwrap();
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    assert_eq!(lines, host.lines().collect::<Vec<_>>());
+    assert!(!tree.join("etc/resolv.conf").exists());
     assert!(mounts_under(&tree).is_empty());
 }
 

@@ -268,12 +268,21 @@ fn bad_archives_and_targets_are_refused() {
         kiln_rootfs::unpack(&[not_a_deb], &dir.path().join("tree2"), &UnpackOptions::default()).unwrap_err();
     assert!(matches!(err, UnpackError::Deb(_)), "{err}");
 
+    let twice = [debs_dir_deb(dir.path()), debs_dir_deb(dir.path())];
+    let err = kiln_rootfs::unpack(&twice, &dir.path().join("tree3"), &UnpackOptions::default()).unwrap_err();
+    assert!(matches!(&err, UnpackError::Duplicate { package, .. } if package == "once"), "{err}");
+
     let full = dir.path().join("full");
     std::fs::create_dir(&full).unwrap();
     std::fs::write(full.join("something"), "").unwrap();
     let debs = sample_debs(dir.path());
     let err = kiln_rootfs::unpack(&debs, &full, &UnpackOptions::default()).unwrap_err();
     assert!(matches!(err, UnpackError::TreeNotEmpty { .. }), "{err}");
+}
+
+fn debs_dir_deb(dir: &Path) -> PathBuf {
+    let out = tempfile::tempdir_in(dir).unwrap().keep();
+    Pkg::new("once", "1").file("/usr/share/once", "once\n").build(&out, "gzip")
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
