@@ -364,6 +364,8 @@ impl Shared<'_> {
         let mut out = Extracted { listed: Vec::new(), dirs: Vec::new(), hardlinks: Vec::new() };
         let mut md5_of: HashMap<PathBuf, [u8; 16]> = HashMap::new();
         let mut counter = 0usize;
+        // Where the package's directories resolve to: most entries share a parent with the one before.
+        let mut parents: HashMap<PathBuf, PathBuf> = HashMap::new();
         debug!(package, "extracting");
         deb.with_data(|tar| {
             let entries = tar.entries().map_err(|e| UnpackError::Io {
@@ -408,19 +410,26 @@ impl Shared<'_> {
                 let (Some(parent_rel), Some(name)) = (rel.parent(), rel.file_name()) else {
                     return Err(bad("no file name".to_owned()));
                 };
-                let parent = resolve_in_root(self.root, parent_rel, true).map_err(io)?;
-                match std::fs::symlink_metadata(&parent) {
-                    Ok(m) if m.is_dir() => {}
-                    Ok(_) => {
-                        return Err(UnpackError::TypeConflict {
-                            package: package.to_owned(),
-                            member: parent_rel.display().to_string(),
-                            shipped: "directory",
-                            found: "file",
-                        })
+                let parent = match parents.get(parent_rel) {
+                    Some(p) => p.clone(),
+                    None => {
+                        let parent = resolve_in_root(self.root, parent_rel, true).map_err(io)?;
+                        match std::fs::symlink_metadata(&parent) {
+                            Ok(m) if m.is_dir() => {}
+                            Ok(_) => {
+                                return Err(UnpackError::TypeConflict {
+                                    package: package.to_owned(),
+                                    member: parent_rel.display().to_string(),
+                                    shipped: "directory",
+                                    found: "file",
+                                })
+                            }
+                            Err(_) => std::fs::create_dir_all(&parent).map_err(io)?,
+                        }
+                        parents.insert(parent_rel.to_owned(), parent.clone());
+                        parent
                     }
-                    Err(_) => std::fs::create_dir_all(&parent).map_err(io)?,
-                }
+                };
                 let host = parent.join(name);
 
                 if kind == Kind::Dir {
