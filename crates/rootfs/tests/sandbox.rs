@@ -1,6 +1,7 @@
 //! The sandbox: commands run chrooted in the tree, isolated, with only the given environment, as the given
 //! user and directory; failures are typed; nothing (mounts, processes) outlives a run, even when kiln is
-//! killed; and the unprivileged path through a user namespace works where the kernel allows it.
+//! killed; and the unprivileged path through a user namespace (unpack, configure, run) works where the
+//! kernel allows it.
 
 mod common;
 
@@ -216,11 +217,16 @@ fn helper_unprivileged_unpack_and_run() {
     let dir = Path::new(&dir);
     assert!(!rustix::process::geteuid().is_root());
     let deb = dir.join(std::env::var("KILN_ROOTFS_HELPER_DEB").unwrap());
+    let app = dir.join(std::env::var("KILN_ROOTFS_HELPER_APP").unwrap());
     let tree = dir.join("tree");
-    let unpacked = kiln_rootfs::unpack(&[deb], &tree, &UnpackOptions::default()).unwrap();
+    let unpacked = kiln_rootfs::unpack(&[deb, app], &tree, &UnpackOptions::default()).unwrap();
     assert!(!unpacked.owners_preserved);
     let sandbox = Sandbox::new(&tree).unwrap();
     assert!(sandbox.user_namespace());
+    // dpkg configures as root of the user namespace.
+    kiln_rootfs::configure::configure_in(&sandbox, &unpacked, &kiln_rootfs::ConfigureOptions::default())
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(tree.join("var/lib/unpriv-app")).unwrap(), "configured as 0\n");
     let mut lines = Vec::new();
     sandbox
         .run(&sh("echo pid=$$; id -u; touch /root/made-inside; ls -ld /root"), &mut |l| {
@@ -245,6 +251,10 @@ fn unprivileged_users_get_a_user_namespace() {
     }
     let dir = tempfile::tempdir().unwrap();
     let deb = base_deb(dir.path());
+    let app = common::Pkg::new("unpriv-app", "1.0")
+        .script("postinst", "#!/bin/sh\necho \"configured as $(id -u)\" > /var/lib/unpriv-app\n")
+        .build(dir.path(), "gzip");
+    std::fs::set_permissions(&app, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let work = dir.path().join("work");
     std::fs::create_dir(&work).unwrap();
     std::os::unix::fs::chown(&work, Some(65534), Some(65534)).unwrap();
@@ -257,6 +267,7 @@ fn unprivileged_users_get_a_user_namespace() {
         .args(["--exact", "helper_unprivileged_unpack_and_run", "--ignored", "--nocapture"])
         .env("KILN_ROOTFS_HELPER_DIR", &work)
         .env("KILN_ROOTFS_HELPER_DEB", deb.canonicalize().unwrap())
+        .env("KILN_ROOTFS_HELPER_APP", app.canonicalize().unwrap())
         .env("HOME", &work)
         .output()
         .unwrap();
