@@ -235,7 +235,9 @@ impl Sandbox {
             command.arg(&self.tools.env).arg("-i").arg("--");
             command.args(env.iter().map(|(k, v)| format!("{k}={v}")));
             command.arg(&self.tools.unshare);
-            command.arg(format!("--root={}", self.root.display()));
+            let mut root_arg = std::ffi::OsString::from("--root=");
+            root_arg.push(&self.root);
+            command.arg(root_arg);
             command.arg(format!("--wd={}", cmd.workdir));
             if (ids.uid, ids.gid) != (0, 0) {
                 command.arg(format!("--setgid={}", ids.gid)).arg(format!("--setuid={}", ids.uid));
