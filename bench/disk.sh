@@ -7,7 +7,7 @@
 # a shared machine makes wall times noisy. Each tool's previous output is removed right before its run,
 # outside the timing.
 #
-# Usage: bench/disk.sh [RUNS]      (default 3 runs of each)
+# Usage: bench/disk.sh [RUNS]      (default 3 compressed runs of each tool; uncompressed runs are cheap: 3 x RUNS)
 # Environment: BENCH_DIR (work directory, default /var/tmp/kiln-bench-disk), DATA_MB (default 720),
 #              CARGO_TARGET_DIR (default $HOME/.cache/kiln-target).
 set -euo pipefail
@@ -66,11 +66,11 @@ median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] 
 minimum() { sort -n | head -1; }
 ratio() { awk -v k="$1" -v q="$2" 'BEGIN { printf "%.3f", k / q }'; }
 
-# compare LABEL TARGET "KILN ARGS" "QEMU ARGS"
+# compare LABEL TARGET RUNS "KILN ARGS" "QEMU ARGS"
 compare() {
-    local label=$1 target=$2 kiln_args=$3 qemu_args=$4
+    local label=$1 target=$2 runs=$3 kiln_args=$4 qemu_args=$5
     local kw=() kc=() qw=() qc=() r
-    for ((i = 0; i < RUNS; i++)); do
+    for ((i = 0; i < runs; i++)); do
         # shellcheck disable=SC2086
         read -r w c < <(time_run kiln.qcow2 "$KILN" "$RAW" kiln.qcow2 $kiln_args)
         kw+=("$w") kc+=("$c")
@@ -96,7 +96,7 @@ compare() {
     fi
 }
 
-echo "== $RUNS runs each, $(nproc) cores"
-compare "uncompressed" 1.0 "" ""
-compare "zlib" 0.25 "--compress zlib" "-c"
+echo "== $((3 * RUNS)) uncompressed and $RUNS compressed runs each, $(nproc) cores, load: $(cut -d' ' -f1-3 /proc/loadavg)"
+compare "uncompressed" 1.0 $((3 * RUNS)) "" ""
+compare "zlib" 0.25 "$RUNS" "--compress zlib" "-c"
 rm -f kiln.qcow2 qemu.qcow2
