@@ -1,4 +1,8 @@
 //! kiln's service contracts and the runner that certifies an image against them.
 //!
-//! Contract parsing, static checks over the artifact and runtime checks in a booted VM land here; until
-//! then the crate only marks the place in the workspace (see `runbook/ARCHITECTURE.md`).
+//! - [`vm`]: booting an image under QEMU (UEFI, KVM or TCG) from a throwaway overlay, reading its serial
+//!   console; the runtime checks of a contract run in such a VM.
+//!
+//! Contract parsing and the static and runtime checks land here with the certification work.
+
+pub mod vm;
