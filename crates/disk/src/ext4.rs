@@ -121,6 +121,8 @@ const RO_COMPAT_METADATA_CSUM: u32 = 0x400;
 const INCOMPAT_64BIT: u32 = 0x80;
 const INCOMPAT_CSUM_SEED: u32 = 0x2000;
 const BG_INODE_UNINIT: u16 = 0x1;
+/// An inode holding a large extended attribute value: its atime field is the value's hash, not a time.
+const EA_INODE_FL: u32 = 0x0020_0000;
 
 fn le16(b: &[u8], o: usize) -> u16 {
     u16::from_le_bytes([b[o], b[o + 1]])
@@ -153,7 +155,7 @@ pub struct NormalizeStats {
     pub changed: u64,
 }
 
-/// Gives every in-use inode of an ext4 image the timestamps `mtime' = min(mtime, epoch)`,
+/// Gives every in-use inode (but extended attribute value inodes) of an ext4 image the timestamps `mtime' = min(mtime, epoch)`,
 /// `atime = ctime = mtime'`, `crtime = epoch`, all with zero nanoseconds, and recomputes the inode checksums
 /// (metadata_csum). Everything else is left as it is.
 pub fn normalize_ext4_times<D: Read + Write + Seek>(dev: &mut D, epoch: u64) -> Result<NormalizeStats> {
@@ -220,6 +222,9 @@ pub fn normalize_ext4_times<D: Read + Write + Seek>(dev: &mut D, epoch: u64) -> 
         for (i, inode) in bytes.chunks_exact_mut(inode_size).enumerate() {
             if le16(inode, 0x1A) == 0 {
                 continue; // not linked: free
+            }
+            if le32(inode, 0x20) & EA_INODE_FL != 0 {
+                continue;
             }
             stats.inodes += 1;
             let ino = (g * inodes_per_group + i + 1) as u32;
