@@ -86,6 +86,10 @@ pub struct BuildArgs {
     /// Keep the root tree as DIR/rootfs (for inspection; not an artifact).
     #[arg(long)]
     pub keep_tree: bool,
+    /// Stop after the root tree (kept as DIR/rootfs): no disk or OCI outputs; manifest.json has the tree
+    /// digest and no artifacts.
+    #[arg(long)]
+    pub tree_only: bool,
     /// Build the package stage afresh instead of reusing a cached one.
     #[arg(long)]
     pub no_cache: bool,

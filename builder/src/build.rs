@@ -38,6 +38,8 @@ pub struct BuildOptions {
     pub host_root: PathBuf,
     /// Keep the root tree as `OUT/rootfs/` (not an artifact).
     pub keep_tree: bool,
+    /// Stop after the normalized tree: keep it as `OUT/rootfs/` and write no image outputs.
+    pub tree_only: bool,
     /// Use and fill the package-stage cache.
     pub stage_cache: bool,
     /// Let RUN commands reach the network.
@@ -206,8 +208,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions) -> Result<BuildReport, BuildError
     let mut staging =
         Staging { dir: parent_dir.join(format!(".{name}.partial-{}", std::process::id())), committed: false };
     remove_tree(&staging.dir).map_err(io(&staging.dir))?;
-    fs_err::create_dir(&staging.dir)
-        .map_err(|e| BuildError::Io { path: staging.dir.clone(), source: e })?;
+    fs_err::create_dir(&staging.dir).map_err(|e| BuildError::Io { path: staging.dir.clone(), source: e })?;
     let tree = staging.dir.join("rootfs");
 
     let mut timer = Timer { timings: Vec::new(), started: Instant::now() };
@@ -254,7 +255,8 @@ pub fn build(plan: &Plan, opts: &BuildOptions) -> Result<BuildReport, BuildError
         Manifest::new(&plan.blueprint.name, &plan.blueprint.version, &plan.blueprint.digest, &plan.digest);
     manifest.tree_digest = Some(tree_digest.clone());
     manifest.parent = parent.as_ref().map(|p| p.manifest.clone());
-    for output in &plan.image.outputs {
+    let outputs: &[kiln_blueprint::model::Output] = if opts.tree_only { &[] } else { &plan.image.outputs };
+    for output in outputs {
         match output.kind {
             OutputKind::Oci => {
                 let artifact =
@@ -265,7 +267,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions) -> Result<BuildReport, BuildError
             OutputKind::Raw | OutputKind::Qcow2 => {}
         }
     }
-    let wants_raw = plan.image.outputs.iter().any(|o| matches!(o.kind, OutputKind::Raw | OutputKind::Qcow2));
+    let wants_raw = outputs.iter().any(|o| matches!(o.kind, OutputKind::Raw | OutputKind::Qcow2));
     if wants_raw {
         for artifact in crate::outputs::disks(plan, &tree, &staging.dir, epoch, &mut timer.timings)? {
             manifest.put(artifact)?;
@@ -273,7 +275,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions) -> Result<BuildReport, BuildError
         timer.lap("disk");
     }
 
-    if !opts.keep_tree {
+    if !opts.keep_tree && !opts.tree_only {
         remove_tree(&tree).map_err(io(&tree))?;
     }
     manifest.write(&staging.dir)?;
@@ -281,8 +283,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions) -> Result<BuildReport, BuildError
     // Commit: swap the staging folder in.
     let old = parent_dir.join(format!(".{name}.old-{}", std::process::id()));
     if opts.out.exists() {
-        fs_err::rename(&opts.out, &old)
-            .map_err(|e| BuildError::Io { path: opts.out.clone(), source: e })?;
+        fs_err::rename(&opts.out, &old).map_err(|e| BuildError::Io { path: opts.out.clone(), source: e })?;
     }
     fs_err::rename(&staging.dir, &opts.out)
         .map_err(|e| BuildError::Io { path: opts.out.clone(), source: e })?;
@@ -332,8 +333,7 @@ fn base_stage(
             let layout_path = opts.blueprint_dir.join(path);
             let parent = kiln_oci::Parent::open(&layout_path, tag, reference.clone())
                 .map_err(|e| BuildError::Base { reference: reference.clone(), message: format!("{e:#}") })?;
-            fs_err::create_dir(tree)
-                .map_err(|e| BuildError::Io { path: tree.to_owned(), source: e })?;
+            fs_err::create_dir(tree).map_err(|e| BuildError::Io { path: tree.to_owned(), source: e })?;
             let index = parent.unpack(tree, &kiln_oci::unpack::UnpackOptions::default())?;
             let digest = parent.image.manifest_descriptor.digest().to_string();
             let annotations = parent.image.manifest_descriptor.annotations().clone().unwrap_or_default();
@@ -547,8 +547,7 @@ pub fn installed_packages(tree: &Path) -> Vec<String> {
 /// sha256 and size of a file, as a manifest artifact.
 pub(crate) fn artifact(kind: ArtifactKind, dir: &Path, rel: &str) -> Result<Artifact, BuildError> {
     let path = dir.join(rel);
-    let mut f =
-        fs_err::File::open(&path).map_err(|e| BuildError::Io { path: path.clone(), source: e })?;
+    let mut f = fs_err::File::open(&path).map_err(|e| BuildError::Io { path: path.clone(), source: e })?;
     let mut h = Sha256::new();
     let size = std::io::copy(&mut f, &mut h).map_err(io(&path))?;
     Ok(Artifact { kind, path: rel.to_owned(), sha256: format!("sha256:{}", hex::encode(h.finalize())), size })

@@ -153,8 +153,7 @@ pub(crate) fn disks(
         let qpath = out_dir.join(QCOW2_FILE);
         let out = std::io::BufWriter::with_capacity(
             1 << 20,
-            fs_err::File::create(&qpath)
-                .map_err(|e| BuildError::Io { path: qpath.clone(), source: e })?,
+            fs_err::File::create(&qpath).map_err(|e| BuildError::Io { path: qpath.clone(), source: e })?,
         );
         kiln_disk::write_qcow2_file(raw_file.file_mut(), out, &Qcow2Options { compression, threads: None })?;
         artifacts.push(artifact(ArtifactKind::Qcow2, out_dir, QCOW2_FILE)?);

@@ -162,17 +162,15 @@ fn write_entry(
                         "{path}: the image has a folder there, not a file"
                     )));
                 }
-                fs_err::remove_file(&host)
-                    .map_err(|e| StepError::Io { path: host.clone(), source: e })?;
+                fs_err::remove_file(&host).map_err(|e| StepError::Io { path: host.clone(), source: e })?;
             }
-            let mut f = fs_err::File::create(&host)
-                .map_err(|e| StepError::Io { path: host.clone(), source: e })?;
+            let mut f =
+                fs_err::File::create(&host).map_err(|e| StepError::Io { path: host.clone(), source: e })?;
             f.write_all(bytes).map_err(io(&host))?;
         }
         None => {
             if !host.is_dir() {
-                fs_err::create_dir(&host)
-                    .map_err(|e| StepError::Io { path: host.clone(), source: e })?;
+                fs_err::create_dir(&host).map_err(|e| StepError::Io { path: host.clone(), source: e })?;
             }
         }
     }

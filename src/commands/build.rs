@@ -50,6 +50,7 @@ pub fn run(args: &BuildArgs, json: bool) -> anyhow::Result<()> {
         source_date_epoch: source_date_epoch(args.source_date_epoch, &blueprint_dir)?,
         host_root: "/".into(),
         keep_tree: args.keep_tree,
+        tree_only: args.tree_only,
         stage_cache: !args.no_cache,
         network_in_run: args.network,
     };

@@ -1,0 +1,319 @@
+//! Real builds of the example blueprints from the mirror the host's apt sources name, checked with the real
+//! tools (dpkg, sfdisk, e2fsck, fsck.vfat, qemu-img, skopeo), rebuilt for reproducibility, and booted under
+//! QEMU. They need root (the package stage runs maintainer scripts in a chroot) and the Debian mirror.
+//!
+//! Builds share one .deb cache (`KILN_TEST_CACHE`, default `~/.cache/kiln`) and run one at a time.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::{Mutex, OnceLock},
+    time::Duration,
+};
+
+use kiln_testsuites::vm::{DiskFormat, Vm, VmOptions};
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+
+static BUILDS: Mutex<()> = Mutex::new(());
+
+fn root_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn work(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-build-tests").join(name);
+    let _ = Command::new("rm").arg("-rf").arg(&d).status();
+    fs_err::create_dir_all(d.parent().unwrap()).unwrap();
+    d
+}
+
+fn cache() -> PathBuf {
+    std::env::var_os("KILN_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/kiln"))
+}
+
+/// Whether this process may build (root); otherwise the test says why it does nothing.
+fn can_build() -> bool {
+    let uid =
+        Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    if uid.is_ok_and(|u| u == "0") {
+        return true;
+    }
+    eprintln!("SKIP: building images needs root (maintainer scripts run in a chroot); run the tests as root");
+    false
+}
+
+fn kiln(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln")).args(args).current_dir(root_dir()).output().expect("run kiln")
+}
+
+/// `kiln --json build BLUEPRINT --out OUT ...`, asserting success; the report.
+fn build(blueprint: &Path, out: &Path, extra: &[&str]) -> Value {
+    let _guard = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
+    let cache = cache();
+    let mut args = vec!["--json", "build", blueprint.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    args.extend(["--cache", cache.to_str().unwrap()]);
+    args.extend(extra);
+    let o = kiln(&args);
+    assert!(
+        o.status.success(),
+        "kiln build {} failed:\n{}",
+        blueprint.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).expect("build report on stdout")
+}
+
+fn sha256_file(path: &Path) -> String {
+    let mut f = fs_err::File::open(path).unwrap();
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).unwrap();
+    format!("sha256:{}", hex::encode(h.finalize()))
+}
+
+fn artifacts(report: &Value) -> Vec<(String, String, String)> {
+    report["manifest"]["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["kind"].as_str().unwrap().to_owned(),
+                a["path"].as_str().unwrap().to_owned(),
+                a["sha256"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn run(cmd: &mut Command) -> String {
+    let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        o.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+struct Built {
+    out: PathBuf,
+    report: Value,
+}
+
+/// `blueprints/debian-minimal`, built once for the tests of this file (with its root tree kept).
+fn minimal() -> Option<&'static Built> {
+    static MINIMAL: OnceLock<Built> = OnceLock::new();
+    if !can_build() {
+        return None;
+    }
+    Some(MINIMAL.get_or_init(|| {
+        let out = work("minimal");
+        let report = build(&root_dir().join("blueprints/debian-minimal"), &out, &["--keep-tree"]);
+        Built { out, report }
+    }))
+}
+
+#[test]
+fn debian_minimal_has_kernel_systemd_sshd_and_a_consistent_dpkg_database() {
+    let Some(b) = minimal() else { return };
+    let tree = b.out.join("rootfs");
+    let boot: Vec<String> = fs_err::read_dir(tree.join("boot"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(boot.iter().any(|n| n.starts_with("vmlinuz-")), "no kernel in /boot: {boot:?}");
+    assert!(boot.iter().any(|n| n.starts_with("initrd.img-")), "no initrd in /boot: {boot:?}");
+    for path in ["usr/lib/systemd/systemd", "usr/sbin/sshd", "usr/lib/systemd/boot/efi/systemd-bootx64.efi"] {
+        assert!(tree.join(path).exists(), "missing /{path}");
+    }
+    // dpkg's own audit of the database is clean, and every package is fully installed.
+    let audit = run(Command::new("dpkg").arg("--root").arg(&tree).arg("--audit"));
+    assert_eq!(audit.trim(), "", "dpkg --audit found problems");
+    let states = run(Command::new("dpkg-query").arg("--admindir").arg(tree.join("var/lib/dpkg")).args([
+        "-W",
+        "-f",
+        "${db:Status-Abbrev} ${Package}\n",
+    ]));
+    let not_ii: Vec<&str> = states.lines().filter(|l| !l.starts_with("ii ")).collect();
+    assert!(not_ii.is_empty(), "packages not installed: {not_ii:?}");
+    let packages: Vec<&str> =
+        b.report["packages"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    assert_eq!(packages.len(), states.lines().count());
+    assert!(packages.iter().any(|p| p.starts_with("openssh-server ")));
+
+    // The blueprint's steps are in the tree.
+    assert_eq!(fs_err::read_to_string(tree.join("etc/hostname")).unwrap(), "debian-minimal\n");
+    assert_eq!(
+        fs_err::read_to_string(tree.join("etc/motd")).unwrap(),
+        "This is a kiln core image, maintained by core-build.\n"
+    );
+    let ssh = fs_err::read_link(tree.join("etc/systemd/system/multi-user.target.wants/ssh.service")).unwrap();
+    assert!(ssh.ends_with("ssh.service"), "{ssh:?}");
+    assert!(tree.join("etc/systemd/system/multi-user.target.wants/systemd-networkd.service").exists());
+    assert_eq!(
+        fs_err::read_link(tree.join("etc/localtime")).unwrap(),
+        Path::new("/usr/share/zoneinfo/Etc/UTC")
+    );
+    // Build-time noise is gone: machine-id empty, no host keys baked in.
+    assert_eq!(fs_err::metadata(tree.join("etc/machine-id")).unwrap().len(), 0);
+    assert!(!tree.join("etc/ssh/ssh_host_ed25519_key").exists(), "host keys must be made at first boot");
+}
+
+#[test]
+fn debian_minimal_artifacts_pass_the_real_tools() {
+    let Some(b) = minimal() else { return };
+    let arts = artifacts(&b.report);
+    let kinds: Vec<&str> = arts.iter().map(|(k, _, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["raw", "qcow2", "oci"]);
+    for (kind, path, sha) in &arts {
+        let file = if kind == "oci" { b.out.join(path).join("index.json") } else { b.out.join(path) };
+        assert_eq!(&sha256_file(&file), sha, "{kind} digest in manifest.json");
+    }
+    let on_disk: Value = serde_json::from_slice(&fs_err::read(b.out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(on_disk, b.report["manifest"]);
+
+    let raw = b.out.join("disk.raw");
+    let table: Value = serde_json::from_str(&run(Command::new("sfdisk").arg("--json").arg(&raw))).unwrap();
+    let parts = table["partitiontable"]["partitions"].as_array().unwrap();
+    assert_eq!(parts[0]["type"], "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", "ESP type GUID");
+    assert_eq!(parts[1]["type"], "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709", "x86-64 root type GUID");
+    let scratch = work("minimal-parts");
+    fs_err::create_dir_all(&scratch).unwrap();
+    for (i, checker) in [(0usize, "fsck.vfat"), (1, "e2fsck")] {
+        let start = parts[i]["start"].as_u64().unwrap();
+        let size = parts[i]["size"].as_u64().unwrap();
+        let img = scratch.join(format!("part{i}.img"));
+        run(Command::new("dd")
+            .arg(format!("if={}", raw.display()))
+            .arg(format!("of={}", img.display()))
+            .args(["bs=4M", "conv=sparse", "status=none", "iflag=count_bytes,skip_bytes"])
+            .arg(format!("skip={}", start * 512))
+            .arg(format!("count={}", size * 512)));
+        let args: &[&str] = if checker == "e2fsck" { &["-fn"] } else { &["-n"] };
+        run(Command::new(checker).args(args).arg(&img));
+    }
+    let _ = Command::new("rm").arg("-rf").arg(&scratch).status();
+
+    let qcow2 = b.out.join("disk.qcow2");
+    run(Command::new("qemu-img").args(["check", "-q"]).arg(&qcow2));
+    let same =
+        run(Command::new("qemu-img").args(["compare", "-f", "raw", "-F", "qcow2"]).arg(&raw).arg(&qcow2));
+    assert!(same.contains("identical"), "{same}");
+
+    let inspect: Value = serde_json::from_str(&run(Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("oci:{}:1.0.0", b.out.join("oci").display()))))
+    .unwrap();
+    assert_eq!(inspect["Labels"]["org.opencontainers.image.title"], "debian-minimal");
+}
+
+#[test]
+fn debian_minimal_boots_to_a_login_prompt_from_raw_and_from_qcow2() {
+    let Some(b) = minimal() else { return };
+    for (file, format) in [("disk.raw", DiskFormat::Raw), ("disk.qcow2", DiskFormat::Qcow2)] {
+        let image = b.out.join(file);
+        let before = sha256_file(&image);
+        let vm_dir = work(&format!("vm-{file}"));
+        let mut vm = Vm::start(&VmOptions::new(&image, format, &vm_dir)).unwrap();
+        // TCG here reaches a login prompt in about a minute; allow for a loaded machine.
+        let took = vm
+            .wait_for("debian-minimal login:", Duration::from_secs(300))
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let console = vm.console();
+        drop(vm);
+        eprintln!("{file}: login prompt after {:.0} s", took.as_secs_f64());
+        assert!(console.contains("Linux version"), "the kernel printed nothing");
+        assert_eq!(sha256_file(&image), before, "booting must not change the artifact");
+    }
+}
+
+#[test]
+fn rebuilding_debian_minimal_gives_identical_artifacts() {
+    let Some(first) = minimal() else { return };
+    let out = work("minimal-again");
+    let again = build(&root_dir().join("blueprints/debian-minimal"), &out, &[]);
+    assert_eq!(again["package_stage_cached"], true, "the package stage should come from the cache");
+    assert_eq!(again["tree_digest"], first.report["tree_digest"]);
+    assert_eq!(artifacts(&again), artifacts(&first.report));
+    let _ = Command::new("rm").arg("-rf").arg(&out).status();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    run(Command::new("cp").arg("-r").arg(from).arg(to));
+}
+
+#[test]
+fn debian_base_oci_is_reproducible_and_a_changed_file_reuses_the_package_stage() {
+    if !can_build() {
+        return;
+    }
+    let bp = root_dir().join("blueprints/debian-base-oci");
+    let (a, b) = (work("base-a"), work("base-b"));
+    let ra = build(&bp, &a, &["--no-cache"]);
+    let rb = build(&bp, &b, &["--no-cache"]);
+    assert_eq!(ra["tree_digest"], rb["tree_digest"], "two uncached builds differ");
+    assert_eq!(artifacts(&ra), artifacts(&rb));
+    assert_eq!(ra["package_stage_cached"], false);
+
+    // The same blueprint with one more file: the package stage is reused, the image differs.
+    let dir = work("base-changed");
+    copy_dir(&bp, &dir);
+    let text = fs_err::read_to_string(dir.join("blueprint.toml")).unwrap();
+    fs_err::write(
+        dir.join("blueprint.toml"),
+        format!("{text}\n[[files]]\npath = \"/etc/kiln-test\"\ncontent = \"changed\\n\"\n"),
+    )
+    .unwrap();
+    let out = work("base-changed-out");
+    let _ = build(&bp, &work("base-warm"), &[]); // fills the stage cache for this package set
+    let rc = build(&dir, &out, &["--source-date-epoch", "1700000000"]);
+    assert_eq!(rc["package_stage_cached"], true);
+    assert_ne!(rc["tree_digest"], ra["tree_digest"]);
+    for d in [a, b, out, work("base-warm")] {
+        let _ = Command::new("rm").arg("-rf").arg(d).status();
+    }
+}
+
+#[test]
+fn a_failing_build_leaves_no_output_and_exits_1() {
+    if !can_build() {
+        return;
+    }
+    let dir = work("failing");
+    copy_dir(&root_dir().join("blueprints/debian-base-oci"), &dir);
+    let text = fs_err::read_to_string(dir.join("blueprint.toml")).unwrap();
+    fs_err::write(
+        dir.join("blueprint.toml"),
+        format!("{text}\n[[run]]\ncommand = \"echo about to fail; exit 3\"\n"),
+    )
+    .unwrap();
+    let out = work("failing-out");
+    let cache = cache();
+    let o = {
+        let _guard = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
+        kiln(&[
+            "build",
+            dir.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--cache",
+            cache.to_str().unwrap(),
+            "--source-date-epoch",
+            "0",
+        ])
+    };
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("exit 3") || err.contains("code 3"), "{err}");
+    assert!(!out.exists(), "a failed build must leave no output");
+    let leftovers: Vec<String> = fs_err::read_dir(out.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".failing-out."))
+        .collect();
+    assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
+}
