@@ -12,6 +12,9 @@ use std::{
 use thiserror::Error;
 
 /// A failed fetch.
+/// How many times a request is tried before its failure is reported.
+pub const RETRIES: u32 = 4;
+
 #[derive(Debug, Error)]
 pub enum FetchError {
     #[error("{url}: not found")]
@@ -73,15 +76,28 @@ impl Transport {
         if !url.starts_with("http://") {
             return Err(FetchError::UnsupportedScheme { url: url.to_owned() });
         }
-        let response = self
-            .agent
-            .get(url)
-            .call()
-            .map_err(|e| FetchError::Http { url: url.to_owned(), source: Box::new(e) })?;
-        match response.status().as_u16() {
-            200 => Ok(Box::new(response.into_body().into_reader())),
-            404 | 410 => Err(FetchError::NotFound { url: url.to_owned() }),
-            status => Err(FetchError::Status { url: url.to_owned(), status }),
+        // A failed connection (name resolution, refused, reset) or a server error is tried again a few
+        // times with a growing pause; an answer (404, other statuses) is final.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self.agent.get(url).call();
+            let retry = match &result {
+                Err(_) => true,
+                Ok(r) => r.status().is_server_error(),
+            };
+            if retry && attempt < RETRIES {
+                tracing::debug!(url, attempt, "fetch failed; trying again");
+                std::thread::sleep(std::time::Duration::from_millis(500 << attempt));
+                continue;
+            }
+            let response =
+                result.map_err(|e| FetchError::Http { url: url.to_owned(), source: Box::new(e) })?;
+            return match response.status().as_u16() {
+                200 => Ok(Box::new(response.into_body().into_reader())),
+                404 | 410 => Err(FetchError::NotFound { url: url.to_owned() }),
+                status => Err(FetchError::Status { url: url.to_owned(), status }),
+            };
         }
     }
 
@@ -153,5 +169,41 @@ mod tests {
         assert!(matches!(t.get(&url, 3), Err(FetchError::TooLarge { limit: 3, .. })));
         assert!(t.get(&format!("{url}.missing"), 10).unwrap_err().is_not_found());
         assert!(matches!(t.get("https://a.invalid/x", 10), Err(FetchError::UnsupportedScheme { .. })));
+    }
+
+    #[test]
+    fn dropped_connections_are_tried_again_and_answers_are_final() {
+        use std::io::Write as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let mut seen = 0;
+            for stream in listener.incoming() {
+                let mut stream = stream.unwrap();
+                seen += 1;
+                let mut buf = [0u8; 1024];
+                let _ = std::io::Read::read(&mut stream, &mut buf);
+                match seen {
+                    // The first two connections die before an answer, as on a flaky network.
+                    1 | 2 => drop(stream),
+                    3 => {
+                        let _ = stream.write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+                        );
+                    }
+                    _ => {
+                        let _ = stream.write_all(
+                            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        );
+                        return seen;
+                    }
+                }
+            }
+            seen
+        });
+        let t = Transport::new();
+        assert_eq!(t.get(&format!("http://{addr}/x"), 100).unwrap(), b"hello");
+        assert!(t.get(&format!("http://{addr}/y"), 100).unwrap_err().is_not_found());
+        assert_eq!(server.join().unwrap(), 4, "a 404 is an answer: asked once");
     }
 }
