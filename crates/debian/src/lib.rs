@@ -16,8 +16,8 @@
 //!
 //! Verifying signatures needs the `gpgv` program (as apt does). The integration tests build a signed
 //! repository with `dpkg-deb` and `gpg` (package `gnupg`) through the `test-repo` feature
-//! (module `testrepo`); the tests against the host's real mirror are ignored unless asked for
-//! (`cargo test -p kiln-debian --test real_mirror -- --ignored`).
+//! (module `testrepo`); `tests/real_mirror.rs` checks the resolver against the host's real mirror and
+//! mmdebstrap.
 
 pub mod cache;
 pub mod control;
