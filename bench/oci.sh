@@ -2,19 +2,23 @@
 # Times kiln's OCI layer writer against the reference pipelines
 #   tar --sort=name -C TREE -cf - . | zstd -T0 -3 | sha256sum
 #   tar --sort=name -C TREE -cf - . | gzip -6 | sha256sum
-# and prints kiln/reference ratios of the mean wall times (targets: zstd <= 0.8, gzip <= 0.5).
+# and prints kiln/reference ratios of wall times (targets: zstd <= 0.8, gzip <= 0.5).
 #
 # Usage: bench/oci.sh [TREE]
 #   TREE defaults to a copy of /usr/share (about 700 MB of tar) made once under $KILN_BENCH_DIR
 #   (default /var/tmp/kiln-bench). Needs hyperfine, zstd, gzip, GNU tar and jq.
-#   KILN_BENCH_RUNS sets the runs per command (default 5; one warm-up run each fills the page cache).
-# kiln's side writes the compressed blob to /dev/null and computes both digests itself (diff_id and blob
-# digest), so it does strictly more hashing than the reference, which hashes the compressed stream only.
+#   KILN_BENCH_ROUNDS (default 3) rounds of KILN_BENCH_RUNS (default 2) runs of each command. The rounds
+#   alternate reference and kiln, so a change of machine load between them hits both; the first round
+#   starts with a warm-up run of each (page cache). The ratio is given per round, as the median of the
+#   rounds, and over all runs.
+# kiln's side is the `layer` example: it writes the compressed blob to /dev/null and computes both digests
+# (diff_id and blob digest) itself, so it hashes more than the reference, which hashes the compressed stream.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bench_dir="${KILN_BENCH_DIR:-/var/tmp/kiln-bench}"
-runs="${KILN_BENCH_RUNS:-5}"
+rounds="${KILN_BENCH_ROUNDS:-3}"
+runs="${KILN_BENCH_RUNS:-2}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kiln-target}"
 
 for tool in hyperfine zstd gzip tar jq; do
@@ -42,29 +46,29 @@ echo "Tree $tree: $(find "$tree" | wc -l) entries, $((size / 1024 / 1024)) MiB o
 results="$(mktemp -d)"
 trap 'rm -rf "$results"' EXIT
 
-run() { # NAME REFERENCE-COMMAND KILN-COMMAND
-    hyperfine --warmup 1 --runs "$runs" --export-json "$results/$1.json" \
-        --command-name "reference $1" "$2" \
-        --command-name "kiln $1" "$3"
-}
-
-run zstd "tar --sort=name -C '$tree' -cf - . | zstd -T0 -3 | sha256sum" \
-    "'$layer' '$tree' /dev/null --compression zstd"
-run gzip "tar --sort=name -C '$tree' -cf - . | gzip -6 | sha256sum" \
-    "'$layer' '$tree' /dev/null --compression gzip"
-
-echo
 for name in zstd gzip; do
-    target=$([[ $name == zstd ]] && echo 0.8 || echo 0.5)
-    jq -r --arg name "$name" --arg target "$target" '
-        (.results[0].mean) as $ref | (.results[1].mean) as $kiln |
-        (.results[0].min) as $refmin | (.results[1].min) as $kilnmin |
-        "\($name): reference \($ref * 100 | round / 100)s, kiln \($kiln * 100 | round / 100)s, " +
-        "ratio kiln/reference \($kiln / $ref * 1000 | round / 1000) (of minimums \($kilnmin / $refmin * 1000 | round / 1000)), target <= \($target)"
-    ' "$results/$name.json"
-done
-for name in zstd gzip; do
-    compress=$([[ $name == zstd ]] && echo "zstd -T0 -3" || echo "gzip -6")
+    if [[ $name == zstd ]]; then compress="zstd -T0 -3"; target=0.8; else compress="gzip -6"; target=0.5; fi
+    for round in $(seq 1 "$rounds"); do
+        warmup=$([[ $round == 1 ]] && echo 1 || echo 0)
+        hyperfine --style none --warmup "$warmup" --runs "$runs" --export-json "$results/$name-$round.json" \
+            --command-name reference "tar --sort=name -C '$tree' -cf - . | $compress | sha256sum" \
+            --command-name kiln "'$layer' '$tree' /dev/null --compression $name"
+        jq -r --arg name "$name" --arg round "$round" '
+            (.results[0]) as $r | (.results[1]) as $k |
+            def s(x): x * 100 | round / 100;
+            "\($name) round \($round): reference \(s($r.mean))s (user \(s($r.user))s, sys \(s($r.system))s), " +
+            "kiln \(s($k.mean))s (user \(s($k.user))s, sys \(s($k.system))s), ratio \($k.mean / $r.mean * 1000 | round / 1000)"
+        ' "$results/$name-$round.json"
+    done
+    jq -rs --arg name "$name" --arg target "$target" '
+        [ .[] | .results[1].mean / .results[0].mean ] | sort as $ratios |
+        ($ratios | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end) as $median |
+        "\($name): ratio kiln/reference median \($median * 1000 | round / 1000) of \($ratios | length) rounds, target <= \($target)"
+    ' "$results/$name"-*.json
+    jq -rs --arg name "$name" '
+        ([ .[] | .results[0].times[] ] | add) as $r | ([ .[] | .results[1].times[] ] | add) as $k |
+        "\($name): ratio of total wall time over all runs \($k / $r * 1000 | round / 1000)"
+    ' "$results/$name"-*.json
     ref_size=$(tar --sort=name -C "$tree" -cf - . | $compress | wc -c)
     kiln_size=$("$layer" "$tree" /dev/null --compression "$name" 2>/dev/null | awk '/^size /{print $2}')
     echo "$name: compressed size reference $ref_size, kiln $kiln_size bytes"
