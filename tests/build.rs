@@ -209,6 +209,14 @@ fn debian_minimal_artifacts_pass_the_real_tools() {
         .arg(format!("oci:{}:1.0.0", b.out.join("oci").display()))))
     .unwrap();
     assert_eq!(inspect["Labels"]["org.opencontainers.image.title"], "debian-minimal");
+    let index: Value = serde_json::from_slice(&fs_err::read(b.out.join("oci/index.json")).unwrap()).unwrap();
+    let ann = &index["manifests"][0]["annotations"];
+    assert_eq!(ann["org.opencontainers.image.ref.name"], "1.0.0");
+    assert_eq!(ann["org.opencontainers.image.version"], "1.0.0");
+    let head = run(Command::new("git").arg("-C").arg(root_dir()).args(["rev-parse", "HEAD"]));
+    assert_eq!(ann["org.opencontainers.image.revision"], head.trim(), "revision is the blueprint's commit");
+    assert!(ann["org.opencontainers.image.source"].as_str().is_some_and(|s| !s.is_empty()), "{ann}");
+    assert!(ann["org.opencontainers.image.created"].as_str().is_some_and(|c| c.ends_with('Z')), "{ann}");
 }
 
 #[test]
@@ -316,4 +324,110 @@ fn a_failing_build_leaves_no_output_and_exits_1() {
         .filter(|n| n.starts_with(".failing-out."))
         .collect();
     assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
+}
+
+#[test]
+fn a_derived_image_builds_from_an_oci_layout_with_one_new_layer_and_its_parent_recorded() {
+    if !can_build() {
+        return;
+    }
+    let base_out = work("derived-base");
+    let base = build(&root_dir().join("blueprints/debian-base-oci"), &base_out, &[]);
+    let dir = work("derived");
+    fs_err::create_dir_all(&dir).unwrap();
+    fs_err::write(
+        dir.join("blueprint.toml"),
+        format!(
+            "name = \"derived\"\nversion = \"0.1.0\"\noutputs = [\"oci\"]\n\n[base]\nfrom = \"oci-layout:{}:1.0.0\"\n\n\
+             [packages]\ninclude = [\"hello\"]\n\n[[files]]\npath = \"/etc/derived\"\ncontent = \"from a parent\\n\"\n\n\
+             [[run]]\ncommand = \"rm /etc/issue.net && hello > /etc/greeting\"\n\n\
+             [[groups]]\nname = \"web\"\ngid = 2000\n\n\
+             [[users]]\nname = \"deploy\"\nuid = 2001\ngroups = [\"web\"]\nshell = \"/bin/bash\"\n\
+             ssh_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKilnTestKeyOnlyForTests deploy@kiln\"]\n\n\
+             [[directories]]\npath = \"/srv/www\"\nmode = \"0750\"\nowner = \"deploy\"\ngroup = \"web\"\n",
+            base_out.join("oci").display()
+        ),
+    )
+    .unwrap();
+    let out = work("derived-out");
+    let report = build(&dir, &out, &["--keep-tree", "--source-date-epoch", "1700000000"]);
+
+    // The parent is recorded with its manifest digest.
+    let parent_index: Value =
+        serde_json::from_slice(&fs_err::read(base_out.join("oci/index.json")).unwrap()).unwrap();
+    let parent_digest = parent_index["manifests"][0]["digest"].as_str().unwrap();
+    assert_eq!(report["manifest"]["parent"]["digest"], parent_digest);
+    assert_eq!(report["manifest"]["parent"]["name"], "debian-base-oci");
+    let _ = base;
+
+    // The tree has the parent's files, the new package (installed by the image's dpkg), the steps' changes.
+    let tree = out.join("rootfs");
+    assert!(tree.join("usr/bin/hello").is_file());
+    assert_eq!(fs_err::read_to_string(tree.join("etc/greeting")).unwrap(), "Hello, world!\n");
+    assert!(!tree.join("etc/issue.net").exists());
+    let status = run(Command::new("dpkg-query").arg("--admindir").arg(tree.join("var/lib/dpkg")).args([
+        "-W",
+        "-f",
+        "${db:Status-Abbrev}",
+        "hello",
+    ]));
+    assert_eq!(status.trim(), "ii");
+
+    // Accounts made by the image's own shadow tools, and what belongs to them.
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let passwd = fs_err::read_to_string(tree.join("etc/passwd")).unwrap();
+    assert!(
+        passwd.lines().any(|l| l.starts_with("deploy:x:2001:") && l.ends_with(":/home/deploy:/bin/bash")),
+        "{passwd}"
+    );
+    let group = fs_err::read_to_string(tree.join("etc/group")).unwrap();
+    assert!(group.lines().any(|l| l == "web:x:2000:deploy"), "{group}");
+    let shadow = fs_err::read_to_string(tree.join("etc/shadow")).unwrap();
+    let entry = shadow.lines().find(|l| l.starts_with("deploy:")).unwrap();
+    assert!(entry.starts_with("deploy:!"), "the account is locked: {entry}");
+    assert_eq!(
+        entry.split(':').nth(2),
+        Some((1_700_000_000 / 86_400).to_string().as_str()),
+        "last change from SOURCE_DATE_EPOCH"
+    );
+    let keys = fs_err::metadata(tree.join("home/deploy/.ssh/authorized_keys")).unwrap();
+    assert_eq!((keys.uid(), keys.permissions().mode() & 0o777), (2001, 0o600));
+    let www = fs_err::metadata(tree.join("srv/www")).unwrap();
+    assert_eq!((www.uid(), www.gid(), www.permissions().mode() & 0o7777), (2001, 2000, 0o750));
+
+    // The image is the parent's layers plus one, whose whiteout removes /etc/issue.net for real tools.
+    let image = format!("oci:{}:0.1.0", out.join("oci").display());
+    let inspect: Value =
+        serde_json::from_str(&run(Command::new("skopeo").args(["inspect", &image]))).unwrap();
+    let layers = inspect["Layers"].as_array().unwrap();
+    let parent_inspect: Value = serde_json::from_str(&run(Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("oci:{}:1.0.0", base_out.join("oci").display()))))
+    .unwrap();
+    let parent_layers = parent_inspect["Layers"].as_array().unwrap();
+    assert_eq!(layers.len(), parent_layers.len() + 1);
+    assert_eq!(&layers[..parent_layers.len()], &parent_layers[..]);
+    let index: Value = serde_json::from_slice(&fs_err::read(out.join("oci/index.json")).unwrap()).unwrap();
+    let ann = &index["manifests"][0]["annotations"];
+    assert_eq!(ann["org.opencontainers.image.base.digest"], parent_digest, "{ann}");
+    assert!(
+        ann["org.opencontainers.image.base.name"].as_str().is_some_and(|n| n.starts_with("oci-layout:")),
+        "{ann}"
+    );
+    // umoci cannot read zstd layers (the base's): skopeo, which reads them, copies the image as gzip first.
+    let bundle = work("derived-bundle");
+    let gzip_layout = work("derived-gzip");
+    run(Command::new("skopeo")
+        .args(["copy", "--quiet", "--dest-compress-format", "gzip", &image])
+        .arg(format!("oci:{}:0.1.0", gzip_layout.display())));
+    run(Command::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:0.1.0", gzip_layout.display()))
+        .arg(&bundle));
+    assert!(bundle.join("rootfs/etc/derived").is_file());
+    assert!(bundle.join("rootfs/usr/bin/hello").is_file());
+    assert!(!bundle.join("rootfs/etc/issue.net").exists(), "the whiteout must hide the parent's file");
+    for d in [base_out, out, bundle, gzip_layout] {
+        let _ = Command::new("rm").arg("-rf").arg(d).status();
+    }
 }

@@ -23,6 +23,10 @@ use sha2::{Digest as _, Sha256};
 
 use crate::{services, steps};
 
+/// Version of the way kiln makes a package stage; part of the stage cache key, so that a kiln that makes
+/// stages differently never reuses one an older kiln made. Change it with any change to unpack/configure.
+pub const STAGE_FORMAT: &str = "kiln.stage/2";
+
 /// Everything a build needs besides the plan.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
@@ -44,6 +48,11 @@ pub struct BuildOptions {
     pub stage_cache: bool,
     /// Let RUN commands reach the network.
     pub network_in_run: bool,
+    /// `org.opencontainers.image.revision`: the blueprint's source revision (its git commit).
+    pub revision: Option<String>,
+    /// `org.opencontainers.image.source`: where the blueprint's source lives (its git remote, else its path
+    /// in the repository).
+    pub source: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -259,8 +268,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions) -> Result<BuildReport, BuildError
     for output in outputs {
         match output.kind {
             OutputKind::Oci => {
-                let artifact =
-                    crate::outputs::oci(plan, output, &tree, &staging.dir, epoch, parent.as_ref())?;
+                let artifact = crate::outputs::oci(plan, output, &tree, &staging.dir, opts, parent.as_ref())?;
                 manifest.put(artifact)?;
                 timer.lap("oci");
             }
@@ -336,10 +344,14 @@ fn base_stage(
             fs_err::create_dir(tree).map_err(|e| BuildError::Io { path: tree.to_owned(), source: e })?;
             let index = parent.unpack(tree, &kiln_oci::unpack::UnpackOptions::default())?;
             let digest = parent.image.manifest_descriptor.digest().to_string();
+            // Name and version as the parent says them: its config's OCI labels, else its index annotations,
+            // else the tag and the layout's folder name.
             let annotations = parent.image.manifest_descriptor.annotations().clone().unwrap_or_default();
-            let version =
-                annotations.get("org.opencontainers.image.version").cloned().unwrap_or_else(|| tag.clone());
-            let pname = annotations.get("org.opencontainers.image.title").cloned().unwrap_or_else(|| {
+            let labels =
+                parent.image.config.config().as_ref().and_then(|c| c.labels().clone()).unwrap_or_default();
+            let label = |k: &str| labels.get(k).or_else(|| annotations.get(k)).cloned();
+            let version = label("org.opencontainers.image.version").unwrap_or_else(|| tag.clone());
+            let pname = label("org.opencontainers.image.title").unwrap_or_else(|| {
                 Path::new(path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
             });
             timer.lap("parent image");
@@ -407,8 +419,9 @@ fn debian_base(
     timer.lap("resolve");
     tracing::info!("{} packages resolved", resolution.packages.len());
 
-    // The stage's key: its plan digest and the exact packages it installs.
+    // The stage's key: how kiln makes stages, its plan digest and the exact packages it installs.
     let mut h = Sha256::new();
+    h.update(STAGE_FORMAT.as_bytes());
     h.update(stage_digest.as_bytes());
     for p in &resolution.packages {
         h.update(format!("\n{} {} {}", p.name, p.version, p.sha256.to_hex()).as_bytes());

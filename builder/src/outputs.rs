@@ -24,9 +24,10 @@ pub(crate) fn oci(
     output: &Output,
     tree: &Path,
     out_dir: &Path,
-    epoch: i64,
+    opts: &crate::BuildOptions,
     parent: Option<&ParentImage>,
 ) -> Result<Artifact, BuildError> {
+    let epoch = opts.source_date_epoch;
     let c = &plan.image.container;
     let mut spec = kiln_oci::ImageSpec::new(plan.blueprint.version.clone(), epoch.max(0) as u64);
     let mut config = match parent {
@@ -65,7 +66,8 @@ pub(crate) fn oci(
     config.exposed_ports.sort();
     spec.config = config;
     spec.version = Some(plan.blueprint.version.clone());
-    spec.revision = Some(plan.digest.clone());
+    spec.revision.clone_from(&opts.revision);
+    spec.source.clone_from(&opts.source);
     let compression = match output.compression {
         Compression::Zstd => kiln_oci::Compression::Zstd,
         Compression::None => kiln_oci::Compression::None,
@@ -144,17 +146,15 @@ pub(crate) fn disks(
     let mut artifacts = Vec::new();
     if let Some(q) = plan.image.outputs.iter().find(|o| o.kind == kiln_blueprint::model::OutputKind::Qcow2) {
         let compression = match q.compression {
-            Compression::Zlib | Compression::Gzip => Qcow2Compression::Zlib { level: 6 },
-            Compression::Zstd => Qcow2Compression::Zstd { level: 3 },
+            Compression::Zlib | Compression::Gzip => Qcow2Compression::ZLIB,
+            Compression::Zstd => Qcow2Compression::ZSTD,
             Compression::None => Qcow2Compression::None,
         };
         let mut raw_file =
             fs_err::File::open(&raw).map_err(|e| BuildError::Io { path: raw.clone(), source: e })?;
         let qpath = out_dir.join(QCOW2_FILE);
-        let out = std::io::BufWriter::with_capacity(
-            1 << 20,
-            fs_err::File::create(&qpath).map_err(|e| BuildError::Io { path: qpath.clone(), source: e })?,
-        );
+        let out =
+            fs_err::File::create(&qpath).map_err(|e| BuildError::Io { path: qpath.clone(), source: e })?;
         kiln_disk::write_qcow2_file(raw_file.file_mut(), out, &Qcow2Options { compression, threads: None })?;
         artifacts.push(artifact(ArtifactKind::Qcow2, out_dir, QCOW2_FILE)?);
     }

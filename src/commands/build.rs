@@ -33,6 +33,27 @@ fn source_date_epoch(flag: Option<i64>, blueprint_dir: &Path) -> anyhow::Result<
     Ok(0)
 }
 
+/// `git -C DIR ARGS...`'s output, if DIR is in a git work tree and git answers.
+fn git(dir: &Path, args: &[&str]) -> Option<String> {
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let out = std::process::Command::new("git").arg("-C").arg(dir).args(args).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (out.status.success() && !text.is_empty()).then_some(text)
+}
+
+/// The blueprint's source revision (git commit) and source (the remote `origin`, else the blueprint's path in
+/// its repository), for the image's annotations.
+fn provenance(blueprint: &Path) -> (Option<String>, Option<String>) {
+    let dir = blueprint.parent().unwrap_or(Path::new(""));
+    let revision = git(dir, &["rev-parse", "HEAD"]);
+    let source = git(dir, &["remote", "get-url", "origin"]).or_else(|| {
+        let name = blueprint.file_name()?.to_string_lossy().into_owned();
+        let prefix = git(dir, &["rev-parse", "--show-prefix"]).unwrap_or_default();
+        revision.as_ref().map(|_| format!("{prefix}{name}"))
+    });
+    (revision, source)
+}
+
 pub fn run(args: &BuildArgs, json: bool) -> anyhow::Result<()> {
     let path = &args.blueprint.blueprint;
     let plan = kiln_blueprint::plan::plan_path(path, &args.blueprint.vars())
@@ -43,7 +64,10 @@ pub fn run(args: &BuildArgs, json: bool) -> anyhow::Result<()> {
         None => kiln_debian::Cache::default_root(|k| std::env::var_os(k))
             .context("no cache folder: set --cache, KILN_CACHE, XDG_CACHE_HOME or HOME")?,
     };
+    let (revision, source) = provenance(&plan.blueprint.path);
     let opts = kiln_builder::BuildOptions {
+        revision,
+        source,
         out: args.out.clone(),
         blueprint_dir: blueprint_dir.clone(),
         cache_dir,

@@ -83,6 +83,14 @@ pub fn configure_in(
     info!(packages = unpacked.packages.len(), "dpkg --configure -a");
     let mut cmd = RunCommand::new(["dpkg", "--configure", "-a", "--force-unsafe-io", "--force-confold"]);
     cmd.env.clone_from(&base);
+    // A kernel's postinst builds its initramfs (`update-initramfs -c`), and initramfs-tools' trigger then
+    // builds it again (`-u`) once everything is configured: the same initramfs twice, the slowest part of
+    // configuring a bootable tree. `INITRD=No` is the kernel hooks' own switch to skip the first; `-u` then
+    // finds no initramfs to refresh, and kiln builds each one once, after dpkg is done, as `-u` would have.
+    let defer_initramfs = tree.join("usr/sbin/update-initramfs").exists();
+    if defer_initramfs {
+        cmd = cmd.env("INITRD", "No");
+    }
     let configured = sandbox.run(&cmd, &mut log);
     let states = read_states(tree)?;
     if let Err(e) = configured {
@@ -113,6 +121,18 @@ pub fn configure_in(
         .collect();
     if !not_configured.is_empty() {
         return Err(ConfigureError::NotConfigured { packages: not_configured });
+    }
+
+    if defer_initramfs {
+        let kernels = sandbox.run(&RunCommand::new(["linux-version", "list"]), &mut log);
+        if kernels.is_ok_and(|k| !k.log.trim().is_empty()) {
+            info!("update-initramfs -c -k all");
+            let mut cmd = RunCommand::new(["update-initramfs", "-c", "-k", "all"]);
+            cmd.env.clone_from(&base);
+            sandbox
+                .run(&cmd, &mut log)
+                .map_err(|e| script_error(e, "initramfs-tools", "update-initramfs"))?;
+        }
     }
 
     let audit = sandbox.run(&RunCommand::new(["dpkg", "--audit"]), &mut log);
