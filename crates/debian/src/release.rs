@@ -193,50 +193,17 @@ impl Release {
 }
 
 /// Parses an RFC 2822 date as Release files write it, `Sat, 11 Jul 2026 10:16:37 UTC` (also with a
-/// numeric zone like `+0000`), into seconds since the epoch.
+/// numeric zone like `+0000`), into seconds since the epoch. Debian writes the zone as `UTC`, which RFC 2822
+/// does not list; it is read as `+0000`.
 pub fn parse_rfc2822(text: &str) -> Option<i64> {
-    let mut words = text.split_whitespace();
-    let mut first = words.next()?;
-    if first.ends_with(',') {
-        first = words.next()?;
-    }
-    let day: i64 = first.parse().ok()?;
-    let month_name = words.next()?;
-    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-        .iter()
-        .position(|m| m.eq_ignore_ascii_case(month_name))? as i64
-        + 1;
-    let year: i64 = words.next()?.parse().ok()?;
-    let mut hms = words.next()?.split(':').map(|p| p.parse::<i64>().ok());
-    let (h, m, s) = (hms.next()??, hms.next()??, hms.next().unwrap_or(Some(0))?);
-    let offset = match words.next() {
-        None | Some("UTC" | "GMT" | "Z" | "UT") => 0,
-        Some(z) if (z.starts_with('+') || z.starts_with('-')) && z.len() == 5 => {
-            let n: i64 = z[1..].parse().ok()?;
-            let secs = (n / 100) * 3600 + (n % 100) * 60;
-            if z.starts_with('-') {
-                -secs
-            } else {
-                secs
-            }
-        }
-        Some(_) => return None,
+    let text = text.trim();
+    let text = match text.strip_suffix(" UTC") {
+        Some(rest) => format!("{rest} +0000"),
+        None => text.to_owned(),
     };
-    if !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
-        return None;
-    }
-    Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s - offset)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc2822)
+        .ok()
+        .map(|d| d.unix_timestamp())
 }
 
 #[cfg(test)]

@@ -374,29 +374,17 @@ impl TestRepo {
     }
 }
 
-/// A timestamp as Release files write dates, `Mon, 01 Jan 2024 00:00:00 UTC`.
+/// A timestamp as Debian's Release files write dates: RFC 2822 with the zone spelled `UTC`,
+/// `Mon, 01 Jan 2024 00:00:00 UTC`.
 pub fn rfc2822(t: i64) -> String {
-    let days = t.div_euclid(86_400);
-    let secs = t.rem_euclid(86_400);
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
-    let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    format!(
-        "{weekday}, {day:02} {} {year} {:02}:{:02}:{:02} UTC",
-        months[(month - 1) as usize],
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    let date = time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| d.format(&time::format_description::well_known::Rfc2822).ok())
+        .unwrap_or_default();
+    match date.strip_suffix(" +0000") {
+        Some(rest) => format!("{rest} UTC"),
+        None => date,
+    }
 }
 
 /// A static HTTP/1.1 file server on `127.0.0.1`, one thread per connection, for tests. It answers

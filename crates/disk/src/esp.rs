@@ -59,26 +59,12 @@ fn time_provider(epoch: u64) -> &'static FixedTime {
 pub fn fat_date_time(epoch: u64) -> DateTime {
     const MIN: u64 = 315_532_800; // 1980-01-01T00:00:00Z
     const MAX: u64 = 4_354_819_199; // 2107-12-31T23:59:59Z
-    let t = epoch.clamp(MIN, MAX);
-    let (days, secs) = (t / 86_400, t % 86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let t = epoch.clamp(MIN, MAX) as i64;
+    // In range by the clamp above.
+    let t = time::OffsetDateTime::from_unix_timestamp(t).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     DateTime {
-        date: Date { year: year as u16, month: month as u16, day: day as u16 },
-        time: Time {
-            hour: (secs / 3600) as u16,
-            min: (secs / 60 % 60) as u16,
-            sec: (secs % 60) as u16,
-            millis: 0,
-        },
+        date: Date { year: t.year() as u16, month: u8::from(t.month()).into(), day: t.day().into() },
+        time: Time { hour: t.hour().into(), min: t.minute().into(), sec: t.second().into(), millis: 0 },
     }
 }
 

@@ -209,22 +209,14 @@ pub fn canonical_json<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
     Ok(serde_json::to_vec(&sorted(serde_json::to_value(value)?))?)
 }
 
-/// RFC 3339 UTC time of `epoch` seconds, e.g. `2024-05-01T12:00:00Z`.
+/// RFC 3339 UTC time of `epoch` seconds, e.g. `2024-05-01T12:00:00Z` (clamped to the year 9999).
 pub fn rfc3339(epoch: u64) -> String {
-    let secs = i64::try_from(epoch).unwrap_or(i64::MAX);
-    let days = secs.div_euclid(86400);
-    let rem = secs.rem_euclid(86400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    const MAX: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z, the largest time RFC 3339 can write
+    let secs = i64::try_from(epoch).unwrap_or(MAX).min(MAX);
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
 }
 
 /// The `org.opencontainers.image.*` annotations of the manifest (without `ref.name`).
