@@ -176,6 +176,17 @@ fn expand(value: &str, unit: &str) -> String {
     out
 }
 
+/// A unit's file: its own, else (for an instance `name@i.type`) its template's. Also the instance, if any.
+fn find_unit(src: &dyn UnitSource, unit: &str) -> Result<(Option<Found>, Option<String>), ServiceError> {
+    let (template, instance) = template_of(unit);
+    let found = match src.find(unit)? {
+        Some(f) => Some(f),
+        None if instance.is_some() => src.find(&template)?,
+        None => None,
+    };
+    Ok((found, instance))
+}
+
 /// The symlinks `systemctl enable UNIT...` creates.
 pub fn plan_enable(
     units: &[String],
@@ -189,12 +200,7 @@ pub fn plan_enable(
         if !seen.insert(unit.clone()) {
             continue;
         }
-        let (template, instance) = template_of(&unit);
-        let found = match src.find(&unit)? {
-            Some(f) => Some(f),
-            None if instance.is_some() => src.find(&template)?,
-            None => None,
-        };
+        let (found, _) = find_unit(src, &unit)?;
         let (path, text) = match found {
             Some(Found::File { path, text }) => (path, text),
             Some(Found::Masked) => return Err(ServiceError::Masked { unit }),
@@ -270,12 +276,7 @@ pub fn plan_disable(
         if !names.insert(unit.clone()) {
             continue;
         }
-        let (template, instance) = template_of(&unit);
-        let found = match src.find(&unit)? {
-            Some(f) => Some(f),
-            None if instance.is_some() => src.find(&template)?,
-            None => None,
-        };
+        let (found, instance) = find_unit(src, &unit)?;
         if let Some(Found::File { path, text }) = found {
             let install = parse_install(&text);
             for a in &install.alias {

@@ -93,6 +93,10 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> VmError {
     move |source| VmError::Io { what, source }
 }
 
+/// A QEMU that sets up a vCPU under KVM with kiln's machine and CPU model, and then waits (`-S`).
+const KVM_PROBE: [&str; 10] =
+    ["-accel", "kvm", "-machine", "q35", "-cpu", "max", "-display", "none", "-nodefaults", "-S"];
+
 /// Whether KVM works for the VMs kiln starts: `/dev/kvm` opens read-write, and QEMU with `-accel kvm` and
 /// this machine and CPU model stays up (on some hosts `/dev/kvm` opens but QEMU aborts setting up the vCPU,
 /// e.g. "failed to set MSR"). Probed once per process; TCG is used otherwise.
@@ -103,18 +107,7 @@ pub fn kvm_usable() -> bool {
             return false;
         }
         let child = Command::new("qemu-system-x86_64")
-            .args([
-                "-accel",
-                "kvm",
-                "-machine",
-                "q35",
-                "-cpu",
-                "max",
-                "-display",
-                "none",
-                "-nodefaults",
-                "-S",
-            ])
+            .args(KVM_PROBE)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -277,21 +270,7 @@ mod tests {
             eprintln!("KVM not usable here: VMs run under TCG");
             return;
         }
-        let mut c = Command::new("qemu-system-x86_64")
-            .args([
-                "-accel",
-                "kvm",
-                "-machine",
-                "q35",
-                "-cpu",
-                "max",
-                "-display",
-                "none",
-                "-nodefaults",
-                "-S",
-            ])
-            .spawn()
-            .unwrap();
+        let mut c = Command::new("qemu-system-x86_64").args(KVM_PROBE).spawn().unwrap();
         std::thread::sleep(Duration::from_secs(2));
         assert!(c.try_wait().unwrap().is_none(), "QEMU with KVM exited although the probe said KVM works");
         let _ = c.kill();
