@@ -3,13 +3,19 @@
 //! file system.
 
 use std::{
+    collections::HashMap,
     fs::File,
     io::{self, Read},
     path::PathBuf,
+    sync::Mutex,
     time::Duration,
 };
 
 use thiserror::Error;
+use ureq::unversioned::{
+    resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver},
+    transport::{DefaultConnector, NextTimeout},
+};
 
 /// A failed fetch.
 /// How many times a request is tried before its failure is reported.
@@ -58,8 +64,12 @@ impl Transport {
             // A stalled transfer fails; a long one does not.
             .timeout_per_read(Some(Duration::from_secs(60)))
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+            // Parallel downloads keep their connections for the next file.
+            .max_idle_connections_per_host(32)
+            .max_idle_connections(64)
             .build();
-        Self { agent: config.into() }
+        let agent = ureq::Agent::with_parts(config, DefaultConnector::new(), CachingResolver::default());
+        Self { agent }
     }
 
     /// Opens a URL as a byte stream.
@@ -112,6 +122,39 @@ impl Transport {
             return Err(FetchError::TooLarge { url: url.to_owned(), limit });
         }
         Ok(body)
+    }
+}
+
+/// Looks each host up once per transport, one lookup at a time.
+///
+/// ureq resolves the host name before every request, even one that reuses a pooled connection. A
+/// build fetches hundreds of files from one mirror with several downloads at once, and resolvers that
+/// drop some of many simultaneous queries (as sandboxed and container resolvers do) stall each
+/// dropped one for the C library's five-second timeout. A build lasts minutes, so the mirror's
+/// addresses are kept for the transport's lifetime, as apt keeps them for a run.
+#[derive(Debug, Default)]
+struct CachingResolver {
+    inner: DefaultResolver,
+    known: Mutex<HashMap<String, ResolvedSocketAddrs>>,
+}
+
+impl Resolver for CachingResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let key = format!("{}://{}", uri.scheme_str().unwrap_or(""), uri.authority().map_or("", |a| a.as_str()));
+        // The lock is held through the lookup: the first request of a burst resolves, the others wait
+        // for its answer instead of sending queries of their own.
+        let mut known = self.known.lock().unwrap_or_else(|poison| poison.into_inner());
+        if let Some(addrs) = known.get(&key) {
+            return Ok(addrs.clone());
+        }
+        let addrs = self.inner.resolve(uri, config, timeout)?;
+        known.insert(key, addrs.clone());
+        Ok(addrs)
     }
 }
 
