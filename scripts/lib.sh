@@ -10,6 +10,7 @@ KILN_APT_PACKAGES=(
   mmdebstrap
   skopeo umoci
   ovmf
+  uidmap
 )
 
 # Reuse compiled dependencies between runs and fresh clones.
@@ -52,5 +53,20 @@ ensure_rust() {
   if ! command -v cargo >/dev/null; then
     echo "kiln needs a Rust toolchain (cargo, rustc >= 1.85, with rustfmt and clippy); install one with rustup" >&2
     exit 1
+  fi
+}
+
+# The user the tests build as without root: a system account with subordinate ids (an unprivileged build
+# runs as root of a user namespace mapping them).
+KILN_UNPRIVILEGED_USER=kiln-unprivileged
+ensure_unprivileged_user() {
+  local u=$KILN_UNPRIVILEGED_USER
+  if ! getent passwd "$u" >/dev/null; then
+    log "adding system user $u (for unprivileged build tests)"
+    as_root useradd --system --user-group --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin "$u"
+  fi
+  if ! grep -q "^$u:" /etc/subuid 2>/dev/null || ! grep -q "^$u:" /etc/subgid 2>/dev/null; then
+    log "giving $u subordinate ids 3000000-3065535"
+    as_root usermod --add-subuids 3000000-3065535 --add-subgids 3000000-3065535 "$u"
   fi
 }

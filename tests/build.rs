@@ -28,6 +28,20 @@ fn work(name: &str) -> PathBuf {
     d
 }
 
+/// A folder of [`work`], without emptying it.
+fn work_dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-build-tests").join(name)
+}
+
+/// The layer digests of the only image of an OCI layout.
+fn oci_layers(layout: &Path) -> Vec<String> {
+    let read = |p: PathBuf| -> Value { serde_json::from_slice(&fs_err::read(p).unwrap()).unwrap() };
+    let index = read(layout.join("index.json"));
+    let digest = index["manifests"][0]["digest"].as_str().unwrap().replace(':', "/");
+    let manifest = read(layout.join("blobs").join(digest));
+    manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_owned()).collect()
+}
+
 fn cache() -> PathBuf {
     std::env::var_os("KILN_TEST_CACHE")
         .map(PathBuf::from)
@@ -255,17 +269,28 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 #[test]
-fn debian_base_oci_is_reproducible_and_a_changed_file_reuses_the_package_stage() {
+fn debian_base_oci_is_reproducible_cached_or_not_and_a_changed_file_reuses_the_package_stage() {
     if !can_build() {
         return;
     }
     let bp = root_dir().join("blueprints/debian-base-oci");
+    let epoch = ["--source-date-epoch", "1700000000"];
     let (a, b) = (work("base-a"), work("base-b"));
-    let ra = build(&bp, &a, &["--no-cache"]);
-    let rb = build(&bp, &b, &["--no-cache"]);
+    let ra = build(&bp, &a, &["--no-cache", epoch[0], epoch[1]]);
+    let rb = build(&bp, &b, &["--no-cache", epoch[0], epoch[1]]);
     assert_eq!(ra["tree_digest"], rb["tree_digest"], "two uncached builds differ");
     assert_eq!(artifacts(&ra), artifacts(&rb));
     assert_eq!(ra["package_stage_cached"], false);
+
+    // Through the stage cache (filled by the first build, reused by the second) the image is the same.
+    let _ = build(&bp, &work("base-warm"), &epoch);
+    let rw = build(&bp, &work("base-warm"), &epoch);
+    assert_eq!(rw["package_stage_cached"], true);
+    assert_eq!(rw["tree_digest"], ra["tree_digest"], "a cached package stage changes the image");
+    assert_eq!(artifacts(&rw), artifacts(&ra));
+    // Another SOURCE_DATE_EPOCH is another stage: maintainer scripts write the date into the tree.
+    let other = build(&bp, &work("base-other-epoch"), &["--source-date-epoch", "1600000000"]);
+    assert_eq!(other["package_stage_cached"], false);
 
     // The same blueprint with one more file: the package stage is reused, the image differs.
     let dir = work("base-changed");
@@ -277,13 +302,62 @@ fn debian_base_oci_is_reproducible_and_a_changed_file_reuses_the_package_stage()
     )
     .unwrap();
     let out = work("base-changed-out");
-    let _ = build(&bp, &work("base-warm"), &[]); // fills the stage cache for this package set
-    let rc = build(&dir, &out, &["--source-date-epoch", "1700000000"]);
+    let rc = build(&dir, &out, &epoch);
     assert_eq!(rc["package_stage_cached"], true);
     assert_ne!(rc["tree_digest"], ra["tree_digest"]);
-    for d in [a, b, out, work("base-warm")] {
+    for d in [a, b, out, work("base-warm"), work("base-other-epoch")] {
         let _ = Command::new("rm").arg("-rf").arg(d).status();
     }
+}
+
+/// The user the test set-up (`scripts/test`) makes for unprivileged builds, with subordinate ids.
+const UNPRIVILEGED_USER: &str = "kiln-unprivileged";
+
+#[test]
+fn an_unprivileged_build_makes_the_same_image_as_root() {
+    if !can_build() {
+        return;
+    }
+    let known = Command::new("getent").args(["passwd", UNPRIVILEGED_USER]).output().unwrap();
+    assert!(
+        known.status.success(),
+        "user {UNPRIVILEGED_USER} is missing: scripts/test makes it (with subordinate ids in /etc/subuid)"
+    );
+    let bp = root_dir().join("blueprints/debian-base-oci");
+    let epoch = ["--source-date-epoch", "1700000000"];
+    let root = build(&bp, &work("unpriv-root"), &["--no-cache", epoch[0], epoch[1]]);
+    assert_eq!(root["package_stage_cached"], false);
+
+    // The user's own folder (outside root's home, which it cannot enter): kiln's binary, the blueprint, the
+    // cache and the output.
+    let home = std::env::temp_dir().join(format!("kiln-unprivileged-build-{}", std::process::id()));
+    let _ = Command::new("rm").arg("-rf").arg(&home).status();
+    fs_err::create_dir_all(&home).unwrap();
+    fs_err::copy(env!("CARGO_BIN_EXE_kiln"), home.join("kiln")).unwrap();
+    copy_dir(&bp, &home.join("bp"));
+    run(Command::new("chown").args(["-R", &format!("{UNPRIVILEGED_USER}:")]).arg(&home));
+    let o = {
+        let _guard = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
+        Command::new("runuser")
+            .args(["-u", UNPRIVILEGED_USER, "--", "env"])
+            .arg(format!("HOME={}", home.display()))
+            .arg(home.join("kiln"))
+            .args(["--json", "build", "bp", "--out", "out", "--cache", "cache", epoch[0], epoch[1]])
+            .current_dir(&home)
+            .output()
+            .unwrap()
+    };
+    assert!(o.status.success(), "unprivileged build failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    let unprivileged: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(unprivileged["tree_digest"], root["tree_digest"], "the unprivileged tree differs");
+    // The same layers (the manifests differ: the root build ran in the repository, so its annotations name
+    // the git revision).
+    assert_eq!(oci_layers(&home.join("out/oci")), oci_layers(&work_dir("unpriv-root").join("oci")));
+    // What it wrote belongs to the user (the stage cache holds files of the image's users: subordinate ids).
+    let meta = fs_err::metadata(home.join("out/manifest.json")).unwrap();
+    let uid = String::from_utf8(Command::new("id").args(["-u", UNPRIVILEGED_USER]).output().unwrap().stdout);
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta).to_string(), uid.unwrap().trim());
+    let _ = Command::new("rm").arg("-rf").arg(&home).arg(work_dir("unpriv-root")).status();
 }
 
 #[test]

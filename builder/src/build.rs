@@ -25,7 +25,7 @@ use crate::{services, steps};
 
 /// Version of the way kiln makes a package stage; part of the stage cache key, so that a kiln that makes
 /// stages differently never reuses one an older kiln made. Change it with any change to unpack/configure.
-pub const STAGE_FORMAT: &str = "kiln.stage/2";
+pub const STAGE_FORMAT: &str = "kiln.stage/3";
 
 /// Everything a build needs besides the plan.
 #[derive(Debug, Clone)]
@@ -419,10 +419,13 @@ fn debian_base(
     timer.lap("resolve");
     tracing::info!("{} packages resolved", resolution.packages.len());
 
-    // The stage's key: how kiln makes stages, its plan digest and the exact packages it installs.
+    // The stage's key: how kiln makes stages, its plan digest, the exact packages it installs, and
+    // SOURCE_DATE_EPOCH, which maintainer scripts write into the tree (the password-change date of the
+    // accounts they make, in /etc/shadow).
     let mut h = Sha256::new();
     h.update(STAGE_FORMAT.as_bytes());
     h.update(stage_digest.as_bytes());
+    h.update(format!("\nSOURCE_DATE_EPOCH={}", opts.source_date_epoch).as_bytes());
     for p in &resolution.packages {
         h.update(format!("\n{} {} {}", p.name, p.version, p.sha256.to_hex()).as_bytes());
     }

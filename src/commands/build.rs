@@ -55,6 +55,9 @@ fn provenance(blueprint: &Path) -> (Option<String>, Option<String>) {
 }
 
 pub fn run(args: &BuildArgs, json: bool) -> anyhow::Result<()> {
+    // Not root: continue as root of a user namespace with the caller's subordinate ids (this call does not
+    // return then), so that the tree can hold files of every user the image has.
+    kiln_rootfs::userns::become_root().context("cannot build without root")?;
     let path = &args.blueprint.blueprint;
     let plan = kiln_blueprint::plan::plan_path(path, &args.blueprint.vars())
         .with_context(|| format!("cannot plan {}", path.display()))?;

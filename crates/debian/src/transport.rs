@@ -145,7 +145,8 @@ impl Resolver for CachingResolver {
         config: &ureq::config::Config,
         timeout: NextTimeout,
     ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        let key = format!("{}://{}", uri.scheme_str().unwrap_or(""), uri.authority().map_or("", |a| a.as_str()));
+        let key =
+            format!("{}://{}", uri.scheme_str().unwrap_or(""), uri.authority().map_or("", |a| a.as_str()));
         // The lock is held through the lookup: the first request of a burst resolves, the others wait
         // for its answer instead of sending queries of their own.
         let mut known = self.known.lock().unwrap_or_else(|poison| poison.into_inner());

@@ -28,9 +28,10 @@
 //! # }
 //! ```
 //!
-//! kiln runs as root; without root, [`unpack()`] gives every file to the caller and the sandbox maps the
-//! caller to root in a user namespace, which is enough to run commands but not for maintainer scripts that
-//! give files to other users (Debian's Essential set has some). Progress is reported as `tracing` events.
+//! kiln runs as root. An unprivileged build re-executes itself as root of a user namespace mapping the
+//! caller's subordinate ids ([`userns::become_root`]), where everything above works unchanged. Called
+//! directly without root, [`unpack()`] gives every file to the caller and the sandbox maps the caller alone to
+//! root, which is enough to run commands but not for maintainer scripts that give files to other users. Progress is reported as `tracing` events.
 
 pub mod configure;
 pub mod control;
@@ -42,6 +43,7 @@ mod par;
 pub mod paths;
 pub mod sandbox;
 pub mod unpack;
+pub mod userns;
 
 pub use configure::{configure, ConfigureError, ConfigureOptions};
 pub use digest::{dump_tree, tree_digest, TreeError};
