@@ -3,10 +3,17 @@
 //! images by.
 //!
 //! - [`model`]: contracts, requirements and the kinds of check they ask for.
+//! - [`parse`]: one `contracts/*.toml` file into a [`Contract`], every problem located (`file:line:col`).
+//! - [`set`]: the contracts of a folder: unique versions, `extends` resolved (highest matching version),
+//!   effective requirements, which certified contract satisfies which request, runbook citations.
 
 pub mod model;
+pub mod parse;
+pub mod set;
 
 pub use model::{
     Check, ConfigFormat, Contract, ContractId, FileKind, Match, PackageState, Protocol, Requirement,
     ServiceState, Severity, Stage,
 };
+pub use parse::parse;
+pub use set::{ContractSet, ContractSetError, MissingRunbook};

@@ -239,3 +239,108 @@ impl Check {
         }
     }
 }
+
+impl Protocol {
+    pub const ALL: [(&'static str, Protocol); 2] = [("tcp", Self::Tcp), ("udp", Self::Udp)];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::Major => "major",
+            Severity::Minor => "minor",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FileKind {
+    pub const ALL: [(&'static str, FileKind); 3] =
+        [("file", Self::File), ("directory", Self::Directory), ("symlink", Self::Symlink)];
+}
+
+impl ServiceState {
+    pub const ALL: [(&'static str, ServiceState); 3] =
+        [("enabled", Self::Enabled), ("disabled", Self::Disabled), ("masked", Self::Masked)];
+}
+
+impl ConfigFormat {
+    pub const ALL: [(&'static str, ConfigFormat); 2] = [("sysctl", Self::Sysctl), ("sshd", Self::Sshd)];
+}
+
+impl Match {
+    /// Whether `value` is the expected one: equal to it, or matched (anywhere) by the regular expression.
+    /// A regular expression that does not compile matches nothing (the parser accepts only ones that do).
+    pub fn is_match(&self, value: &str) -> bool {
+        match self {
+            Match::Equals(s) => s == value,
+            Match::Regex(r) => regex::Regex::new(r).is_ok_and(|re| re.is_match(value)),
+        }
+    }
+}
+
+impl fmt::Display for Match {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Match::Equals(s) => write!(f, "= {s:?}"),
+            Match::Regex(r) => write!(f, "~ /{r}/"),
+        }
+    }
+}
+
+impl PackageState {
+    /// The version constraint of [`PackageState::Present`], parsed (`>= 2.36`); `None` when there is none.
+    /// The parser accepts only constraints that parse.
+    pub fn constraint(&self) -> Option<kiln_debian::relation::Constraint> {
+        match self {
+            PackageState::Present { version: Some(v) } => crate::parse::version_constraint(v).ok(),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_compare_exactly_or_search_with_the_regex() {
+        assert!(Match::Equals("debian".into()).is_match("debian"));
+        assert!(!Match::Equals("debian".into()).is_match("debian "));
+        assert!(Match::Regex("^1[0-9]$".into()).is_match("12"));
+        assert!(Match::Regex("bian".into()).is_match("debian"));
+        assert!(!Match::Regex("^bian".into()).is_match("debian"));
+        assert!(!Match::Regex("(".into()).is_match("("));
+    }
+
+    #[test]
+    fn package_constraints_use_debian_ordering() {
+        let state = PackageState::Present { version: Some(">= 2.36".into()) };
+        let c = state.constraint().unwrap();
+        let v = |s| kiln_debian::Version::parse(s).unwrap();
+        assert!(c.matches(&v("2.36-9+deb12u10")));
+        assert!(!c.matches(&v("2.36~rc1-1")));
+        assert!(c.matches(&v("2.41-6")));
+        assert!(PackageState::Present { version: None }.constraint().is_none());
+        assert!(PackageState::Absent.constraint().is_none());
+    }
+}
