@@ -5,4 +5,5 @@
 //!
 //! Contract parsing and the static and runtime checks land here with the certification work.
 
+pub mod image;
 pub mod vm;
