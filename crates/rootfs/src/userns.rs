@@ -32,7 +32,9 @@ pub enum UserNsError {
     NoSubordinateIds { file: &'static str, user: String, uid: u32 },
     #[error("unprivileged builds need `{0}` (Debian package `uidmap`), or build as root")]
     MissingTool(&'static str),
-    #[error("still not root inside the user namespace (uid {0}); the kernel or `unshare` refused the mapping")]
+    #[error(
+        "still not root inside the user namespace (uid {0}); the kernel or `unshare` refused the mapping"
+    )]
     NotRootInside(u32),
     #[error("cannot find kiln's own executable: {0}")]
     OwnExecutable(std::io::Error),
@@ -118,7 +120,10 @@ fn user_name(uid: u32) -> Option<String> {
 }
 
 fn find_tool(name: &str) -> Option<PathBuf> {
-    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"].iter().map(|d| PathBuf::from(d).join(name)).find(|p| p.is_file())
+    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+        .iter()
+        .map(|d| PathBuf::from(d).join(name))
+        .find(|p| p.is_file())
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::{path::Path, process::Command};
 
-use kiln_builder::services::{etc_links, set_states};
+use kiln_systemd::{etc_links, set_states};
 
 fn unit(root: &Path, dir: &str, name: &str, text: &str) {
     let d = root.join(dir);
@@ -131,4 +131,56 @@ fn unknown_and_masked_units_are_errors() {
     set_states(&root, &[], &[], &["cron.service".to_owned()]).unwrap();
     let err = set_states(&root, &["cron.service".to_owned()], &[], &[]).unwrap_err();
     assert!(err.to_string().contains("masked"), "{err}");
+}
+
+/// `systemctl --root=ROOT is-enabled UNIT`'s answer.
+fn is_enabled(root: &Path, unit: &str) -> String {
+    let out = Command::new("systemctl")
+        .arg(format!("--root={}", root.display()))
+        .args(["is-enabled", unit])
+        .output();
+    String::from_utf8_lossy(&out.unwrap().stdout).trim().to_owned()
+}
+
+#[test]
+fn states_read_back_as_systemctl_is_enabled_reports_them() {
+    use kiln_systemd::{unit_state, TreeUnits};
+    let has_systemctl = Command::new("systemctl").arg("--version").output().is_ok();
+    if !has_systemctl {
+        eprintln!(
+            "SKIP (comparison only): the host has no systemctl to compare with (install the systemd package)"
+        );
+    }
+    let dir = scratch("read-back");
+    tree(&dir);
+    let units = ["ssh.service", "ssh.socket", "cron.service", "static.service", "apt-daily.timer"];
+    let check = |when: &str| {
+        for u in units {
+            let ours = unit_state(u, &TreeUnits { root: &dir }, &etc_links(&dir)).unwrap();
+            if has_systemctl {
+                assert_eq!(ours.as_str(), is_enabled(&dir, u), "{u} {when}");
+            }
+        }
+    };
+    check("as shipped");
+    assert_eq!(
+        unit_state("cron.service", &TreeUnits { root: &dir }, &etc_links(&dir)).unwrap().as_str(),
+        "enabled"
+    );
+    set_states(&dir, &["ssh.service".to_owned()], &[], &[]).unwrap();
+    check("after enable");
+    assert_eq!(
+        unit_state("ssh.socket", &TreeUnits { root: &dir }, &etc_links(&dir)).unwrap().as_str(),
+        "enabled"
+    );
+    set_states(&dir, &[], &["ssh.service".to_owned(), "cron.service".to_owned()], &[]).unwrap();
+    check("after disable");
+    set_states(&dir, &[], &[], &["ssh.service".to_owned()]).unwrap();
+    check("after mask");
+    assert_eq!(
+        unit_state("ssh.service", &TreeUnits { root: &dir }, &etc_links(&dir)).unwrap().as_str(),
+        "masked"
+    );
+    assert!(unit_state("no-such.service", &TreeUnits { root: &dir }, &etc_links(&dir)).is_err());
+    let _ = fs_err::remove_dir_all(&dir);
 }
