@@ -62,6 +62,7 @@ pub fn scan_tree(root: &Path, opts: &ScanOptions) -> Result<Scan, Error> {
 struct Pending {
     path: TreePath,
     entry: Entry,
+    meta: std::fs::Metadata,
     abs: PathBuf,
     /// Whether to read the directory when the entry is visited (not for other file systems).
     descend: bool,
@@ -98,6 +99,16 @@ pub fn walk_tree(
     opts: &ScanOptions,
     mut visit: impl FnMut(TreePath, Entry, &Path) -> Result<(), Error>,
 ) -> Result<Vec<TreePath>, Error> {
+    walk_tree_with_metadata(root, opts, |path, entry, abs, _| visit(path, entry, abs))
+}
+
+/// [`walk_tree`], also handing `visit` the entry's own `lstat` result (change time, inode, link count,
+/// nanoseconds), which an [`Entry`] does not keep: for callers that tell two walks of a tree apart.
+pub fn walk_tree_with_metadata(
+    root: &Path,
+    opts: &ScanOptions,
+    mut visit: impl FnMut(TreePath, Entry, &Path, &std::fs::Metadata) -> Result<(), Error>,
+) -> Result<Vec<TreePath>, Error> {
     let root_meta = fs_err::symlink_metadata(root)?;
     if !root_meta.is_dir() {
         return Err(Error::InvalidPath {
@@ -120,9 +131,9 @@ pub fn walk_tree(
             let abs = dir_abs.join(&name);
             let rel = dir_rel.join(name.as_bytes());
             match stat_entry(&abs, &rel, opts, &mut xattr_buf)? {
-                Some((entry, dev)) => {
-                    let descend = entry.is_dir() && (!opts.one_file_system || dev == root_dev);
-                    heap.push(Reverse(Pending { path: rel, entry, abs, descend }));
+                Some((entry, meta)) => {
+                    let descend = entry.is_dir() && (!opts.one_file_system || meta.dev() == root_dev);
+                    heap.push(Reverse(Pending { path: rel, entry, meta, abs, descend }));
                 }
                 None => skipped.push(rel),
             }
@@ -134,19 +145,19 @@ pub fn walk_tree(
         if p.descend {
             read_dir(&p.abs, &p.path, &mut heap, &mut skipped)?;
         }
-        visit(p.path, p.entry, &p.abs)?;
+        visit(p.path, p.entry, &p.abs, &p.meta)?;
     }
     skipped.sort();
     Ok(skipped)
 }
 
-/// The entry of one file system object and its device; `None` for a socket.
+/// The entry of one file system object and its `lstat` result; `None` for a socket.
 fn stat_entry(
     abs: &Path,
     rel: &TreePath,
     opts: &ScanOptions,
     xattr_buf: &mut [u8],
-) -> Result<Option<(Entry, u64)>, Error> {
+) -> Result<Option<(Entry, std::fs::Metadata)>, Error> {
     let meta = fs_err::symlink_metadata(abs)?;
     let ft = meta.file_type();
     let kind = if ft.is_file() {
@@ -178,7 +189,7 @@ fn stat_entry(
         xattrs: read_xattrs(abs, rel, xattr_buf)?,
         inode: (ft.is_file() && meta.nlink() > 1).then(|| (meta.dev(), meta.ino())),
     };
-    Ok(Some((entry, meta.dev())))
+    Ok(Some((entry, meta)))
 }
 
 /// SHA-256 of a file's content.
@@ -239,4 +250,40 @@ fn read_xattrs(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt as _;
+
+    use super::*;
+
+    #[test]
+    fn walk_with_metadata_hands_over_each_entrys_own_lstat() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs_err::create_dir(root.join("etc")).unwrap();
+        fs_err::write(root.join("etc/a"), b"a").unwrap();
+        fs_err::hard_link(root.join("etc/a"), root.join("etc/b")).unwrap();
+        fs_err::write(root.join("etc/c"), b"cc").unwrap();
+        std::os::unix::fs::symlink("c", root.join("etc/link")).unwrap();
+        let mut seen = Vec::new();
+        let skipped = walk_tree_with_metadata(root, &ScanOptions::default(), |path, _, abs, meta| {
+            let own = std::fs::symlink_metadata(abs).unwrap();
+            assert_eq!(
+                (meta.ino(), meta.ctime(), meta.ctime_nsec()),
+                (own.ino(), own.ctime(), own.ctime_nsec())
+            );
+            seen.push((path.to_string(), meta.ino(), meta.nlink(), meta.file_type().is_symlink()));
+            Ok(())
+        })
+        .unwrap();
+        assert!(skipped.is_empty());
+        let names: Vec<&str> = seen.iter().map(|s| s.0.as_str()).collect();
+        assert_eq!(names, ["etc", "etc/a", "etc/b", "etc/c", "etc/link"]);
+        assert_eq!(seen[1].1, seen[2].1, "hard links share their inode");
+        assert_eq!(seen[1].2, 2);
+        assert_ne!(seen[4].1, seen[3].1, "a symlink's metadata is its own, not its target's");
+        assert!(seen[4].3);
+    }
 }
