@@ -3,7 +3,11 @@
 //! - [`vm`]: booting an image under QEMU (UEFI, KVM or TCG) from a throwaway overlay, reading its serial
 //!   console; the runtime checks of a contract run in such a VM.
 //!
-//! Contract parsing and the static and runtime checks land here with the certification work.
+//! - [`image`]: a built image's root file system read from the artifact itself (raw disk or OCI layout).
+//! - [`statics`]: static checks of a contract's requirements against such an image; [`outcome`]: what a
+//!   check gives (Pass, Skip with the reason, Fail with evidence, or an error of the checker).
 
 pub mod image;
+pub mod outcome;
+pub mod statics;
 pub mod vm;
