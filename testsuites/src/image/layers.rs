@@ -1,5 +1,6 @@
 //! Merging OCI layers (uncompressed tar streams, lowest first) into one index of the image's root file system
-//! (pure over `Read`), and reading one member's content back from a layer stream.
+//! (pure over `Read`), with where each regular file's bytes are in its layer's uncompressed stream, and
+//! reading them back from such a stream ([`ContentReader`]).
 //!
 //! The rules are the image spec's: `.wh.NAME` deletes `NAME` (and what is below it) of the layers below;
 //! `.wh..wh..opq` hides everything the layers below had in its directory; neither touches what its own layer
@@ -30,8 +31,8 @@ pub enum LayerError {
     BadEntry { ordinal: u64, path: String, reason: String },
     #[error("hard link `{path}` points at `{target}`, which is not a regular file of the image")]
     HardlinkTarget { path: String, target: String },
-    #[error("entry {ordinal} is not the regular file `{path}` of {size} bytes the index expects")]
-    MemberMismatch { ordinal: u64, path: String, size: u64 },
+    #[error("the stream ends before the {size} bytes of `{path}` at offset {offset}")]
+    Truncated { path: String, offset: u64, size: u64 },
     #[error("blob has {actual} bytes, its descriptor says {expected}")]
     SizeMismatch { expected: u64, actual: u64 },
     #[error("blob content hashes to {actual}, its descriptor says {expected}")]
@@ -42,11 +43,13 @@ pub enum LayerError {
     MediaType(String),
 }
 
-/// Where a regular file's content is: the `ordinal`-th tar entry (from 0) of layer `layer` (from 0, lowest).
+/// Where a regular file's content is: layer `layer` (from 0, the lowest), at byte `offset` of its
+/// uncompressed tar stream (the content of the `ordinal`-th member, from 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Location {
     pub layer: usize,
     pub ordinal: u64,
+    pub offset: u64,
 }
 
 /// An entry of the merged tree with where its content is (regular files only).
@@ -290,7 +293,7 @@ fn read_node<R: Read>(
     let kind = match h.entry_type() {
         EntryType::Regular | EntryType::Continuous => {
             size = member.size();
-            content = Some(Location { layer, ordinal });
+            content = Some(Location { layer, ordinal, offset: member.raw_file_position() });
             EntryKind::File
         }
         EntryType::Directory => EntryKind::Dir,
@@ -318,27 +321,47 @@ fn read_node<R: Read>(
     Ok(Member::Node(Node { entry, content }))
 }
 
-/// Reads the content of the `ordinal`-th member of the uncompressed tar stream `tar`, which must be the
-/// regular file `entry` (same size). Stops reading the stream right after it.
-pub fn read_member<R: Read>(tar: R, ordinal: u64, entry: &Entry) -> Result<Vec<u8>, LayerError> {
-    let mismatch = || LayerError::MemberMismatch { ordinal, path: entry.path.clone(), size: entry.size };
-    let mut archive = tar::Archive::new(tar);
-    let mut members = archive.entries().map_err(LayerError::Tar)?;
-    let mut member = match members.nth(ordinal as usize) {
-        Some(m) => m.map_err(LayerError::Tar)?,
-        None => return Err(mismatch()),
-    };
-    let is_file =
-        matches!(member.header().entry_type(), tar::EntryType::Regular | tar::EntryType::Continuous);
-    if !is_file || member.size() != entry.size {
-        return Err(mismatch());
+/// Reads file contents out of one uncompressed layer stream, forwards only: each read skips to the file's
+/// offset, so reading files in layer order (which is path order for kiln's layers) decompresses the layer once.
+pub struct ContentReader<R> {
+    stream: R,
+    pos: u64,
+}
+
+impl<R> std::fmt::Debug for ContentReader<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContentReader").field("pos", &self.pos).finish_non_exhaustive()
     }
-    let mut data = Vec::with_capacity(usize::try_from(entry.size).unwrap_or(0));
-    member.read_to_end(&mut data).map_err(LayerError::Tar)?;
-    if data.len() as u64 != entry.size {
-        return Err(mismatch());
+}
+
+impl<R: Read> ContentReader<R> {
+    pub fn new(stream: R) -> Self {
+        Self { stream, pos: 0 }
     }
-    Ok(data)
+
+    /// Where the next read can start: reads of content before it need a new reader.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// The `entry.size` bytes at `offset` (at or after [`ContentReader::position`]).
+    pub fn read_at(&mut self, offset: u64, entry: &Entry) -> Result<Vec<u8>, LayerError> {
+        let truncated = || LayerError::Truncated { path: entry.path.clone(), offset, size: entry.size };
+        let skip = offset.checked_sub(self.pos).ok_or_else(truncated)?;
+        let skipped =
+            io::copy(&mut (&mut self.stream).take(skip), &mut io::sink()).map_err(LayerError::Tar)?;
+        self.pos += skipped;
+        if skipped != skip {
+            return Err(truncated());
+        }
+        let mut data = Vec::with_capacity(usize::try_from(entry.size).unwrap_or(0));
+        let n = (&mut self.stream).take(entry.size).read_to_end(&mut data).map_err(LayerError::Tar)?;
+        self.pos += n as u64;
+        if n as u64 != entry.size {
+            return Err(truncated());
+        }
+        Ok(data)
+    }
 }
 
 #[cfg(test)]
@@ -434,8 +457,9 @@ mod tests {
             paths(&t),
             ["/", "/etc", "/etc/hosts", "/etc/motd", "/var", "/var/cache", "/var/cache/new.bin"]
         );
-        assert_eq!(t.get("/var/cache/new.bin").unwrap().content, Some(Location { layer: 1, ordinal: 1 }));
-        assert_eq!(t.get("/etc/hosts").unwrap().content, Some(Location { layer: 0, ordinal: 3 }));
+        let at = |p: &str| t.get(p).unwrap().content.map(|l| (l.layer, l.ordinal));
+        assert_eq!(at("/var/cache/new.bin"), Some((1, 1)));
+        assert_eq!(at("/etc/hosts"), Some((0, 3)));
         // `var/` had no entry: an implicit directory.
         assert_eq!(t.get("/var").unwrap().entry.mode, 0o755);
         assert_eq!(t.get("/var/cache").unwrap().entry.mode, 0o750);
@@ -460,7 +484,8 @@ mod tests {
         let b = t.get("/bin/python3").unwrap();
         assert_eq!(b.content, a.content);
         assert_eq!((b.entry.uid, b.entry.gid, b.entry.mode, b.entry.size), (1000, 42, 0o644, 3));
-        assert_eq!(read_member(&l[..], a.content.unwrap().ordinal, &b.entry).unwrap(), b"elf");
+        let offset = a.content.unwrap().offset;
+        assert_eq!(ContentReader::new(&l[..]).read_at(offset, &b.entry).unwrap(), b"elf");
 
         let dangling = layer(&[M::Hard("bin/x", "bin/none")]);
         let err = MergedTree::new().apply_layer(0, &dangling[..]).unwrap_err();
@@ -482,14 +507,31 @@ mod tests {
     }
 
     #[test]
-    fn read_member_checks_it_is_the_expected_file() {
-        let l = layer(&[M::Dir("d/"), M::File("d/f", b"content")]);
+    fn contents_are_read_forwards_from_their_offsets() {
+        let l = layer(&[
+            M::Dir("d/"),
+            M::File("d/a", b"first"),
+            M::File("d/b", &[7u8; 1000]),
+            M::File("d/c", b""),
+        ]);
         let t = merged(std::slice::from_ref(&l));
-        let f = &t.get("/d/f").unwrap().entry;
-        assert_eq!(read_member(&l[..], 1, f).unwrap(), b"content");
-        assert!(matches!(read_member(&l[..], 0, f), Err(LayerError::MemberMismatch { .. })));
-        assert!(matches!(read_member(&l[..], 7, f), Err(LayerError::MemberMismatch { .. })));
+        let node = |p: &str| t.get(p).unwrap();
+        let mut r = ContentReader::new(&l[..]);
+        for (p, want) in [("/d/a", &b"first"[..]), ("/d/b", &[7u8; 1000][..]), ("/d/c", &b""[..])] {
+            let n = node(p);
+            assert_eq!(r.read_at(n.content.unwrap().offset, &n.entry).unwrap(), want, "{p}");
+        }
+        // Going back needs a new reader; a size past the end of the stream is caught.
+        let a = node("/d/a");
+        assert!(matches!(r.read_at(a.content.unwrap().offset, &a.entry), Err(LayerError::Truncated { .. })));
+        let mut big = a.entry.clone();
+        big.size = l.len() as u64;
+        let err = ContentReader::new(&l[..]).read_at(a.content.unwrap().offset, &big).unwrap_err();
+        assert!(matches!(err, LayerError::Truncated { .. }), "{err}");
         assert_eq!(t.children("/").map(|n| n.entry.path.as_str()).collect::<Vec<_>>(), ["/d"]);
-        assert_eq!(t.children("/d").map(|n| n.entry.path.as_str()).collect::<Vec<_>>(), ["/d/f"]);
+        assert_eq!(
+            t.children("/d").map(|n| n.entry.path.as_str()).collect::<Vec<_>>(),
+            ["/d/a", "/d/b", "/d/c"]
+        );
     }
 }

@@ -1,18 +1,19 @@
 //! An OCI image layout read as shipped: `oci-layout`, `index.json` → manifest → config and layers, every blob
 //! checked against its descriptor (size and sha256) and every layer's uncompressed stream against the config's
 //! `diff_ids`. The layers are merged in order ([`MergedTree`], whiteouts honoured) when the image is opened;
-//! a file's content is read later by decompressing the one layer that holds it again, up to that file.
+//! a file's content is read later by decompressing the one layer that holds it again, up to that file. The
+//! decompressing reader is kept between reads, so files read in path order (kiln's layer order) cost one
+//! pass over each layer, not one per file.
 //!
 //! Which manifest: the one named by tag ([`OciImage::open_tag`]), else the one for linux/amd64 (a nested
 //! index is looked into), else the only one.
 
 use std::{
-    cell::RefCell,
     collections::BTreeMap,
     fmt,
     io::{self, Read},
     path::{Path, PathBuf},
-    rc::Rc,
+    sync::{Arc, Mutex},
 };
 
 use oci_spec::image::{
@@ -22,7 +23,7 @@ use oci_spec::image::{
 use sha2::{Digest as _, Sha256};
 
 use super::{
-    layers::{read_member, LayerError, MergedTree},
+    layers::{ContentReader, LayerError, MergedTree},
     Entry, ImageError, RootFs,
 };
 
@@ -95,7 +96,11 @@ pub struct OciImage {
     /// The manifest's layer descriptors, for [`OciImage::layers`] in the same order.
     layer_descriptors: Vec<Descriptor>,
     tree: MergedTree,
+    /// The layer stream of the last read, where it stopped.
+    cursor: Mutex<Option<(usize, ContentReader<LayerStream>)>>,
 }
+
+type LayerStream = Box<dyn Read + Send>;
 
 impl fmt::Debug for OciImage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -117,13 +122,13 @@ struct HashState {
 
 struct Tap<R> {
     inner: R,
-    state: Rc<RefCell<HashState>>,
+    state: Arc<Mutex<HashState>>,
 }
 
 impl<R: Read> Read for Tap<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        let mut s = self.state.borrow_mut();
+        let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         s.hasher.update(&buf[..n]);
         s.count += n as u64;
         Ok(n)
@@ -159,7 +164,7 @@ fn compression(media_type: &str) -> Option<Compression> {
     }
 }
 
-fn decoder<'a, R: Read + 'a>(c: Compression, blob: R) -> io::Result<Box<dyn Read + 'a>> {
+fn decoder<'a, R: Read + Send + 'a>(c: Compression, blob: R) -> io::Result<Box<dyn Read + Send + 'a>> {
     Ok(match c {
         Compression::None => Box::new(blob),
         Compression::Gzip => {
@@ -199,6 +204,7 @@ impl OciImage {
             layers: Vec::new(),
             layer_descriptors: Vec::new(),
             tree: MergedTree::new(),
+            cursor: Mutex::new(None),
         };
         let desc = image.select_manifest(&index, tag)?;
         let manifest = ImageManifest::from_reader(&image.read_blob(&desc)?[..])
@@ -344,22 +350,22 @@ impl OciImage {
     fn apply_layer(&self, layer: usize, tree: &mut MergedTree) -> Result<(), ImageError> {
         let (desc, c) = self.layer_descriptor(layer)?;
         let file = self.open_blob(&desc)?;
-        let blob_state = Rc::new(RefCell::new(HashState::default()));
-        let tar_state = Rc::new(RefCell::new(HashState::default()));
+        let blob_state = Arc::new(Mutex::new(HashState::default()));
+        let tar_state = Arc::new(Mutex::new(HashState::default()));
         let err = |e: LayerError| self.layer_err(layer, e);
         let merged = (|| -> Result<(), LayerError> {
-            let blob = Tap { inner: &file, state: Rc::clone(&blob_state) };
+            let blob = Tap { inner: &file, state: Arc::clone(&blob_state) };
             let mut tar =
-                Tap { inner: decoder(c, blob).map_err(LayerError::Tar)?, state: Rc::clone(&tar_state) };
+                Tap { inner: decoder(c, blob).map_err(LayerError::Tar)?, state: Arc::clone(&tar_state) };
             tree.apply_layer(layer, &mut tar)?;
             // The end-of-archive blocks and any padding belong to the diff_id too.
             io::copy(&mut tar, &mut io::sink()).map_err(LayerError::Tar)?;
             Ok(())
         })();
         // Whatever the decoder left unread of the blob still counts (same file position: same handle).
-        let rest = io::copy(&mut Tap { inner: &file, state: Rc::clone(&blob_state) }, &mut io::sink());
+        let rest = io::copy(&mut Tap { inner: &file, state: Arc::clone(&blob_state) }, &mut io::sink());
         rest.map_err(|source| ImageError::Io { artifact: self.artifact.clone(), source })?;
-        let blob = std::mem::take(&mut *blob_state.borrow_mut());
+        let blob = std::mem::take(&mut *blob_state.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         // A corrupt blob is reported as such, before whatever it made the decoder or tar reader stumble on.
         if blob.count != desc.size() {
             return Err(err(LayerError::SizeMismatch { expected: desc.size(), actual: blob.count }));
@@ -372,7 +378,7 @@ impl OciImage {
             }));
         }
         merged.map_err(err)?;
-        let tar = std::mem::take(&mut *tar_state.borrow_mut());
+        let tar = std::mem::take(&mut *tar_state.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         let diff_id = sha256_string(tar.hasher);
         if diff_id != self.layers[layer].diff_id {
             return Err(err(LayerError::DiffIdMismatch {
@@ -431,11 +437,23 @@ impl RootFs for OciImage {
         let location = self.tree.get(&entry.path).and_then(|n| n.content).ok_or_else(|| {
             ImageError::NotFound { artifact: self.artifact.clone(), path: entry.path.clone() }
         })?;
-        let (desc, c) = self.layer_descriptor(location.layer)?;
-        let file = self.open_blob(&desc)?;
-        let stream = decoder(c, &file).map_err(|e| self.layer_err(location.layer, LayerError::Tar(e)))?;
-        // The layer was checked against its digest when the image was opened; reading stops at the file.
-        read_member(stream, location.ordinal, entry).map_err(|e| self.layer_err(location.layer, e))
+        let layer = location.layer;
+        // The layer was checked against its digest when the image was opened.
+        let mut cursor = self.cursor.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let reader = match &mut *cursor {
+            Some((l, r)) if *l == layer && r.position() <= location.offset => r,
+            slot => {
+                let (desc, c) = self.layer_descriptor(layer)?;
+                let stream = decoder(c, self.open_blob(&desc)?)
+                    .map_err(|e| self.layer_err(layer, LayerError::Tar(e)))?;
+                &mut slot.insert((layer, ContentReader::new(stream))).1
+            }
+        };
+        let read = reader.read_at(location.offset, entry);
+        if read.is_err() {
+            *cursor = None;
+        }
+        read.map_err(|e| self.layer_err(layer, e))
     }
 }
 
