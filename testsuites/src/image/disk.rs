@@ -63,7 +63,9 @@ impl Ext4Read for PartitionReader {
     }
 }
 
-/// The root file system of a raw disk image, opened for reading.
+/// The root file system of a raw disk image, opened for reading. Not `Send`: `ext4-view` shares its block
+/// cache through an `Rc`, so a thread that wants one opens its own (opening reads only the superblock, the
+/// group descriptors and the journal).
 pub struct DiskImage {
     artifact: PathBuf,
     partition: RootPartition,
