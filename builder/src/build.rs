@@ -264,6 +264,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions) -> Result<BuildReport, BuildError
         Manifest::new(&plan.blueprint.name, &plan.blueprint.version, &plan.blueprint.digest, &plan.digest);
     manifest.tree_digest = Some(tree_digest.clone());
     manifest.parent = parent.as_ref().map(|p| p.manifest.clone());
+    manifest.contracts = plan.image.contracts.iter().map(|c| format!("{}@{}", c.name, c.req)).collect();
     let outputs: &[kiln_blueprint::model::Output] = if opts.tree_only { &[] } else { &plan.image.outputs };
     for output in outputs {
         match output.kind {

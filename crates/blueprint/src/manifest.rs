@@ -29,6 +29,9 @@ pub struct Manifest {
     pub tree_digest: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<Parent>,
+    /// The contracts the blueprint claims, as requests (`base-os@^1`); `kiln test` certifies against them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contracts: Vec<String>,
     pub artifacts: Vec<Artifact>,
 }
 
@@ -88,6 +91,7 @@ impl Manifest {
             plan_digest: plan_digest.to_owned(),
             tree_digest: None,
             parent: None,
+            contracts: Vec::new(),
             artifacts: Vec::new(),
         }
     }
