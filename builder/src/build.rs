@@ -3,7 +3,9 @@
 //! succeeded. A failed build leaves no output behind (and the previous one, if any, untouched).
 //!
 //! The package stage (base + packages) is cached by its plan digest and the exact package set resolved from
-//! the verified indices: a change to a file of the blueprint, or to a later step, reuses it.
+//! the verified indices: a change to a file of the blueprint, or to a later step, reuses it. Every later step
+//! is cached by its chained plan digest ([`crate::stepcache`]): the unchanged steps before the first changed
+//! one are replayed from the cache, the rest run.
 
 use std::{
     collections::BTreeMap,
@@ -14,14 +16,18 @@ use std::{
 use kiln_blueprint::{
     manifest::{Artifact, ArtifactKind, Manifest, Parent as ManifestParent},
     model::{Base, DebianBase, OutputKind, Variant},
-    plan::{sha256_digest, Plan, StepInputs},
+    plan::{sha256_digest, Plan, PlanStep, StepInputs},
 };
 use kiln_debian::{Cache, Client, Overrides, RepoSpec, Request};
 use kiln_rootfs::{ConfigureOptions, RunCommand, Sandbox, UnpackOptions};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::{services, steps};
+use crate::{
+    services,
+    stepcache::{self, Snapshot, StepCache, StepCacheError},
+    steps,
+};
 
 /// Version of the way kiln makes a package stage; part of the stage cache key, so that a kiln that makes
 /// stages differently never reuses one an older kiln made. Change it with any change to unpack/configure.
@@ -44,7 +50,7 @@ pub struct BuildOptions {
     pub keep_tree: bool,
     /// Stop after the normalized tree: keep it as `OUT/rootfs/` and write no image outputs.
     pub tree_only: bool,
-    /// Use and fill the package-stage cache.
+    /// Use and fill the package-stage and step caches.
     pub stage_cache: bool,
     /// Let RUN commands reach the network.
     pub network_in_run: bool,
@@ -84,6 +90,15 @@ pub enum BuildError {
         #[source]
         source: services::ServiceError,
     },
+    #[error("step {index} ({kind}): replaying it from the step cache")]
+    Replay {
+        index: usize,
+        kind: &'static str,
+        #[source]
+        source: StepCacheError,
+    },
+    #[error("looking at the tree for the step cache")]
+    Snapshot(#[source] StepCacheError),
     #[error("writing the OCI image")]
     Oci(#[from] kiln_oci::Error),
     #[error("writing the disk image")]
@@ -110,6 +125,9 @@ pub struct BuildReport {
     pub packages: Vec<String>,
     /// Whether the package stage came from the cache.
     pub package_stage_cached: bool,
+    /// The blueprint steps (plan positions, from 1, as in errors and logs) replayed from the step cache
+    /// instead of run.
+    pub cached_steps: Vec<usize>,
     /// Seconds per stage, in order.
     pub timings: Vec<(String, f64)>,
     pub warnings: Vec<String>,
@@ -225,31 +243,61 @@ pub fn build(plan: &Plan, opts: &BuildOptions) -> Result<BuildReport, BuildError
     let epoch = opts.source_date_epoch;
 
     // Base and packages.
-    let (package_stage_cached, parent) = base_stage(plan, opts, &tree, &mut timer)?;
+    let (package_stage_cached, parent, stage_key) = base_stage(plan, opts, &tree, &mut timer)?;
     let sandbox = Sandbox::new(&tree)?.with_network(opts.network_in_run);
 
-    // The blueprint's own steps.
-    for (index, step) in plan.steps.iter().enumerate() {
-        let index = index + 1;
-        let fail = |source| BuildError::Step { index, kind: step.kind, source: Box::new(source) };
-        match &step.inputs {
-            StepInputs::Base(_) | StepInputs::Packages { .. } => {}
-            StepInputs::Accounts { groups, users } => {
-                steps::accounts(&sandbox, groups, users, epoch).map_err(fail)?
-            }
-            StepInputs::Directories(dirs) => steps::directories(&tree, dirs).map_err(fail)?,
-            StepInputs::Files(files) => steps::files(&tree, files).map_err(fail)?,
-            StepInputs::Run(run) => steps::run_command(&sandbox, run, epoch).map_err(fail)?,
-            StepInputs::Services { enable, disable, mask } => {
-                let w = services::set_states(&tree, enable, disable, mask)
-                    .map_err(|source| BuildError::Services { index, source })?;
-                warnings.extend(w);
-            }
-            StepInputs::System { hostname, locale, timezone } => {
-                steps::system(&sandbox, hostname.as_deref(), locale.as_deref(), timezone.as_deref())
-                    .map_err(fail)?
-            }
+    // The blueprint's own steps: the first ones whose results are all in the step cache are replayed, the
+    // rest run (and, with the cache on, their results are stored).
+    let later: Vec<(usize, &PlanStep, String)> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !matches!(s.inputs, StepInputs::Base(_) | StepInputs::Packages { .. }))
+        .map(|(i, s)| (i + 1, s, stepcache::step_key(&stage_key, &s.digest, epoch, opts.network_in_run)))
+        .collect();
+    let cache = opts.stage_cache.then(|| StepCache::new(opts.cache_dir.join("steps")));
+    let mut cached_steps = Vec::new();
+    if let Some(cache) = &cache {
+        cache.clean_stale();
+        let hits: Vec<_> = later.iter().map_while(|(_, _, key)| cache.lookup(key)).collect();
+        for (hit, (index, step, _)) in hits.iter().zip(&later) {
+            let started = Instant::now();
+            hit.replay(&tree).map_err(|source| BuildError::Replay {
+                index: *index,
+                kind: step.kind,
+                source,
+            })?;
+            warnings.extend(hit.warnings().iter().cloned());
+            tracing::info!("step {index} ({}): cached ({:.2}s)", step.kind, started.elapsed().as_secs_f64());
+            cached_steps.push(*index);
         }
+        if !hits.is_empty() {
+            timer.lap("cached steps");
+        }
+    }
+    let to_run = &later[cached_steps.len()..];
+    let mut before = match &cache {
+        Some(_) if !to_run.is_empty() => Some(Snapshot::take(&tree).map_err(BuildError::Snapshot)?),
+        _ => None,
+    };
+    for (index, step, key) in to_run {
+        let started = Instant::now();
+        let step_warnings = run_step(*index, step, &tree, &sandbox, epoch)?;
+        warnings.extend(step_warnings.iter().cloned());
+        if let (Some(cache), Some(snapshot)) = (&cache, &mut before) {
+            let after = Snapshot::take(&tree).map_err(BuildError::Snapshot)?;
+            match cache.store(key, &tree, snapshot, &after, &step_warnings) {
+                Ok(stored) => tracing::debug!(
+                    "step {index} ({}): stored {} entries, {} bytes",
+                    step.kind,
+                    stored.entries,
+                    stored.size
+                ),
+                Err(e) => tracing::warn!("step {index} ({}): not cached: {e}", step.kind),
+            }
+            *snapshot = after;
+        }
+        tracing::info!("step {index} ({}): ran ({:.2}s)", step.kind, started.elapsed().as_secs_f64());
     }
     timer.lap("steps");
 
@@ -305,9 +353,39 @@ pub fn build(plan: &Plan, opts: &BuildOptions) -> Result<BuildReport, BuildError
         tree_digest,
         packages,
         package_stage_cached,
+        cached_steps,
         timings: timer.timings,
         warnings,
     })
+}
+
+/// Runs one blueprint step on `tree`; its warnings.
+fn run_step(
+    index: usize,
+    step: &PlanStep,
+    tree: &Path,
+    sandbox: &Sandbox,
+    epoch: i64,
+) -> Result<Vec<String>, BuildError> {
+    let fail = |source| BuildError::Step { index, kind: step.kind, source: Box::new(source) };
+    match &step.inputs {
+        StepInputs::Base(_) | StepInputs::Packages { .. } => {}
+        StepInputs::Accounts { groups, users } => {
+            steps::accounts(sandbox, groups, users, epoch).map_err(fail)?
+        }
+        StepInputs::Directories(dirs) => steps::directories(tree, dirs).map_err(fail)?,
+        StepInputs::Files(files) => steps::files(tree, files).map_err(fail)?,
+        StepInputs::Run(run) => steps::run_command(sandbox, run, epoch).map_err(fail)?,
+        StepInputs::Services { enable, disable, mask } => {
+            return services::set_states(tree, enable, disable, mask)
+                .map_err(|source| BuildError::Services { index, source });
+        }
+        StepInputs::System { hostname, locale, timezone } => {
+            steps::system(sandbox, hostname.as_deref(), locale.as_deref(), timezone.as_deref())
+                .map_err(fail)?
+        }
+    }
+    Ok(Vec::new())
 }
 
 /// The parent image of a derived build: its manifest entry, its index, and the layout to layer on.
@@ -317,12 +395,15 @@ pub(crate) struct ParentImage {
     pub index: kiln_oci::TreeIndex,
 }
 
+/// The base and packages: whether they came from the cache, the parent image of a derived build, and the
+/// key of the stage for the step cache (the package stage's cache key; for a parent image, its manifest
+/// digest and the packages installed on it).
 fn base_stage(
     plan: &Plan,
     opts: &BuildOptions,
     tree: &Path,
     timer: &mut Timer,
-) -> Result<(bool, Option<ParentImage>), BuildError> {
+) -> Result<(bool, Option<ParentImage>, String), BuildError> {
     let base = match plan.steps.first().map(|s| &s.inputs) {
         Some(StepInputs::Base(b)) => b.clone(),
         _ => unreachable!("a plan starts with its base"),
@@ -334,8 +415,8 @@ fn base_stage(
     let stage_digest = plan.step("packages").unwrap_or(&plan.steps[0]).digest.clone();
     match &base {
         Base::Debian(d) => {
-            let cached = debian_base(d, &include, &exclude, &stage_digest, opts, tree, timer)?;
-            Ok((cached, None))
+            let (cached, key) = debian_base(d, &include, &exclude, &stage_digest, opts, tree, timer)?;
+            Ok((cached, None, key))
         }
         Base::OciLayout { path, tag } => {
             let reference = format!("oci-layout:{path}:{tag}");
@@ -356,10 +437,14 @@ fn base_stage(
                 Path::new(path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
             });
             timer.lap("parent image");
+            let mut installed = String::new();
             if !include.is_empty() {
-                install_into_image(&include, &exclude, opts, tree)?;
+                installed = install_into_image(&include, &exclude, opts, tree)?;
                 timer.lap("packages");
             }
+            let key = hex::encode(Sha256::digest(
+                format!("{STAGE_FORMAT}\nparent={digest}\npackages={stage_digest}\n{installed}").as_bytes(),
+            ));
             Ok((
                 false,
                 Some(ParentImage {
@@ -367,6 +452,7 @@ fn base_stage(
                     oci: parent,
                     index,
                 }),
+                key,
             ))
         }
         Base::Catalog { family, .. } => Err(BuildError::Base {
@@ -408,7 +494,7 @@ fn debian_base(
     opts: &BuildOptions,
     tree: &Path,
     timer: &mut Timer,
-) -> Result<bool, BuildError> {
+) -> Result<(bool, String), BuildError> {
     let (client, repo) = open_repo(Some(d), opts)?;
     let universe = repo.universe("amd64")?;
     let variant = match d.variant {
@@ -435,7 +521,7 @@ fn debian_base(
     if opts.stage_cache && cached_tree.join(".complete").is_file() {
         copy_tree(&cached_tree.join("rootfs"), tree)?;
         timer.lap("package stage (cached)");
-        return Ok(true);
+        return Ok((true, key));
     }
 
     let paths = client.download(&resolution.packages)?;
@@ -469,17 +555,18 @@ fn debian_base(
             .map_err(|e| BuildError::Io { path: cached_tree.clone(), source: e })?;
         timer.lap("cache package stage");
     }
-    Ok(false)
+    Ok((false, key))
 }
 
 /// Packages on top of a parent image: resolved against the host's repository, downloaded and verified by
-/// kiln, then installed by the image's own dpkg (which keeps its database right).
+/// kiln, then installed by the image's own dpkg (which keeps its database right). Returns the resolved set,
+/// one `name version sha256` line each.
 fn install_into_image(
     include: &[String],
     exclude: &[String],
     opts: &BuildOptions,
     tree: &Path,
-) -> Result<(), BuildError> {
+) -> Result<String, BuildError> {
     let (client, repo) = open_repo(None, opts)?;
     let universe = repo.universe("amd64")?;
     let resolution = universe.resolve(&Request {
@@ -487,6 +574,11 @@ fn install_into_image(
         include: include.to_vec(),
         exclude: exclude.to_vec(),
     })?;
+    let resolved: String = resolution
+        .packages
+        .iter()
+        .map(|p| format!("{} {} {}\n", p.name, p.version, p.sha256.to_hex()))
+        .collect();
     let installed: BTreeMap<String, String> = installed_packages(tree)
         .into_iter()
         .filter_map(|l| l.split_once(' ').map(|(n, v)| (n.to_owned(), v.to_owned())))
@@ -498,7 +590,7 @@ fn install_into_image(
         .cloned()
         .collect();
     if wanted.is_empty() {
-        return Ok(());
+        return Ok(resolved);
     }
     let paths = client.download(&wanted)?;
     let inbox = tree.join("var/cache/kiln-debs");
@@ -538,7 +630,7 @@ fn install_into_image(
     }
     let _ = remove_tree(&inbox);
     result?;
-    Ok(())
+    Ok(resolved)
 }
 
 /// `name version` of every installed package, from the tree's dpkg status.

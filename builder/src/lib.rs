@@ -4,6 +4,7 @@
 pub mod build;
 pub mod outputs;
 pub mod services;
+pub mod stepcache;
 pub mod steps;
 
 pub use build::{build, BuildError, BuildOptions, BuildReport};
