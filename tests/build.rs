@@ -65,8 +65,12 @@ fn kiln(args: &[&str]) -> Output {
 
 /// `kiln --json build BLUEPRINT --out OUT ...`, asserting success; the report.
 fn build(blueprint: &Path, out: &Path, extra: &[&str]) -> Value {
+    build_with_cache(&cache(), blueprint, out, extra)
+}
+
+/// [`build`] with another cache folder.
+fn build_with_cache(cache: &Path, blueprint: &Path, out: &Path, extra: &[&str]) -> Value {
     let _guard = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
-    let cache = cache();
     let mut args = vec!["--json", "build", blueprint.to_str().unwrap(), "--out", out.to_str().unwrap()];
     args.extend(["--cache", cache.to_str().unwrap()]);
     args.extend(extra);
@@ -502,6 +506,96 @@ fn a_derived_image_builds_from_an_oci_layout_with_one_new_layer_and_its_parent_r
     assert!(bundle.join("rootfs/usr/bin/hello").is_file());
     assert!(!bundle.join("rootfs/etc/issue.net").exists(), "the whiteout must hide the parent's file");
     for d in [base_out, out, bundle, gzip_layout] {
+        let _ = Command::new("rm").arg("-rf").arg(d).status();
+    }
+}
+
+#[test]
+fn unchanged_steps_are_replayed_from_the_step_cache_and_a_changed_run_reruns_only_itself() {
+    if !can_build() {
+        return;
+    }
+    // A cache of its own for the step results (so that no earlier run of this test stored them), sharing
+    // the .debs and package stages of the common cache.
+    let step_cache = work("steps-cache");
+    fs_err::create_dir_all(&step_cache).unwrap();
+    for shared in ["debs", "stages"] {
+        fs_err::create_dir_all(cache().join(shared)).unwrap();
+        std::os::unix::fs::symlink(cache().join(shared), step_cache.join(shared)).unwrap();
+    }
+    let dir = work("steps");
+    copy_dir(&root_dir().join("blueprints/debian-base-oci"), &dir);
+    let text = fs_err::read_to_string(dir.join("blueprint.toml")).unwrap();
+    // Each RUN writes the time it ran, to the nanosecond: a step that runs again writes another value.
+    let with_steps = |second: &str| {
+        format!(
+            "{text}\n[[run]]\ncommand = \"date +%s.%N > /etc/first-run\"\n\n\
+             [[files]]\npath = \"/etc/kiln-step-cache\"\ncontent = \"between the runs\\n\"\n\n\
+             [[run]]\ncommand = \"{second}\"\n"
+        )
+    };
+    fs_err::write(dir.join("blueprint.toml"), with_steps("date +%s.%N > /etc/second-run")).unwrap();
+    // The plan positions of the blueprint's own steps (after base and packages).
+    let plan: Value =
+        serde_json::from_slice(&kiln(&["--json", "plan", dir.to_str().unwrap()]).stdout).unwrap();
+    let own: Vec<(usize, String)> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s["kind"] != "base" && s["kind"] != "packages")
+        .map(|(i, s)| (i + 1, s["kind"].as_str().unwrap().to_owned()))
+        .collect();
+    let kinds: Vec<&str> = own.iter().map(|(_, k)| k.as_str()).collect();
+    assert_eq!(kinds, ["files", "run", "run"], "{plan}");
+    let positions: Vec<Value> = own.iter().map(|(i, _)| Value::from(*i)).collect();
+
+    let build_here = |out: &Path, extra: &[&str]| {
+        let mut args = vec!["--source-date-epoch", "1700000000", "--keep-tree"];
+        args.extend(extra);
+        build_with_cache(&step_cache, &dir, out, &args)
+    };
+    let read = |out: &Path, file: &str| fs_err::read_to_string(out.join("rootfs/etc").join(file)).unwrap();
+    let stored = || fs_err::read_dir(step_cache.join("steps")).map(Iterator::count).unwrap_or(0);
+
+    let (first, second, changed) = (work("steps-first"), work("steps-second"), work("steps-changed"));
+    let r1 = build_here(&first, &[]);
+    assert_eq!(r1["cached_steps"], Value::Array(vec![]), "nothing was cached yet");
+    assert_eq!(stored(), 3, "one entry per step");
+
+    // The same blueprint again: every step is replayed, and the image is the same.
+    let r2 = build_here(&second, &[]);
+    assert_eq!(r2["cached_steps"], Value::Array(positions.clone()));
+    assert_eq!(r2["tree_digest"], r1["tree_digest"], "the replayed tree differs from the one the steps made");
+    assert_eq!(artifacts(&r2), artifacts(&r1));
+    assert_eq!(read(&second, "first-run"), read(&first, "first-run"));
+    assert_eq!(read(&second, "second-run"), read(&first, "second-run"));
+
+    // The second RUN changed: the steps before it are replayed, it runs again.
+    let rerun = "date +%s.%N > /etc/second-run; echo changed >> /etc/second-run";
+    fs_err::write(dir.join("blueprint.toml"), with_steps(rerun)).unwrap();
+    let r3 = build_here(&changed, &[]);
+    assert_eq!(r3["cached_steps"], Value::Array(positions[..2].to_vec()));
+    assert_eq!(read(&changed, "first-run"), read(&first, "first-run"), "the first RUN ran again");
+    assert_eq!(read(&changed, "kiln-step-cache"), "between the runs\n");
+    let second_run = read(&changed, "second-run");
+    assert!(second_run.ends_with("\nchanged\n"), "{second_run}");
+    assert_ne!(
+        second_run.lines().next(),
+        read(&first, "second-run").lines().next(),
+        "the second RUN did not run"
+    );
+    assert_ne!(r3["tree_digest"], r1["tree_digest"]);
+    assert_eq!(stored(), 4);
+
+    // --no-cache neither replays nor stores step results.
+    fs_err::write(dir.join("blueprint.toml"), with_steps("echo uncached > /etc/second-run")).unwrap();
+    let uncached = work("steps-uncached");
+    let r4 = build_here(&uncached, &["--no-cache"]);
+    assert_eq!(r4["cached_steps"], Value::Array(vec![]));
+    assert_ne!(read(&uncached, "first-run"), read(&first, "first-run"), "--no-cache replayed a step");
+    assert_eq!(stored(), 4, "--no-cache stored a step");
+    for d in [first, second, changed, uncached, dir, step_cache] {
         let _ = Command::new("rm").arg("-rf").arg(d).status();
     }
 }

@@ -15,8 +15,9 @@
 //!   device, xattrs) or its stamp (device, inode, link count, mtime and ctime to the nanosecond) differs. The
 //!   ctime moves on every write, chmod, chown, link, unlink or rename and user space cannot set it back, so
 //!   a change that keeps size and mtime is still seen. Only changed paths (and their parent directories)
-//!   go into the layer, so only their content is read. A walk of a 689 MB, 18 900-entry Debian tree takes
-//!   0.09 s with a warm page cache on this project's 2-core build machine.
+//!   go into the layer, so only their content is read. Measured: a walk of a 689 MB, 16 000-entry Debian
+//!   tree (warm page cache) takes 0.11 s of CPU in a release build (0.17 s in a debug one), 0.12 to 0.47 s
+//!   of wall time on a 2-core machine shared with other builds; a build walks once per step it runs.
 //! * A coarse file-system clock could give a write right after a walk the same ctime as the write before
 //!   it: [`Snapshot::take`] waits until the clock is [`SETTLE`] past the newest ctime it saw (usually it
 //!   already is, the walk itself takes longer).
