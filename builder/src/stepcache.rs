@@ -23,7 +23,8 @@
 //!   already is, the walk itself takes longer).
 //!
 //! Not kept: sockets (a layer cannot hold them; a step that makes one is not stored), and extended
-//! attributes removed from a directory that stays (replay only adds a directory's attributes).
+//! attributes removed from a directory that stays (replay only adds a directory's attributes). Entries are
+//! never evicted (like package stages): remove `CACHE/steps` to reclaim the space.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -45,7 +46,9 @@ use kiln_oci::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-/// Version of the way kiln keys, records and replays steps; part of every key.
+/// Version of the way kiln runs, records and replays steps; part of every key, so that a kiln whose steps
+/// behave differently never replays what an older one stored. Change it with any change to what a step
+/// does to the tree (`steps.rs`, service states) or to how its result is recorded here.
 pub const STEP_FORMAT: &str = "kiln.step/1";
 
 /// How far past the newest change time of a walk the clock must be before the step may run.
