@@ -2,6 +2,8 @@
 //!
 //! - [`vm`]: booting an image under QEMU (UEFI, KVM or TCG) from a throwaway overlay, reading its serial
 //!   console; the runtime checks of a contract run in such a VM.
+//! - [`runtime`]: runtime checks (boot target, unit active, port listening, command, kernel command line,
+//!   no failed units) observed in the image booted in such a VM, without changing the image.
 //!
 //! - [`image`]: a built image's root file system read from the artifact itself (raw disk or OCI layout).
 //! - [`statics`]: static checks of a contract's requirements against such an image; [`outcome`]: what a
@@ -9,5 +11,6 @@
 
 pub mod image;
 pub mod outcome;
+pub mod runtime;
 pub mod statics;
 pub mod vm;

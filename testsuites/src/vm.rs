@@ -4,6 +4,12 @@
 //! The VM boots from a throwaway qcow2 overlay whose backing file is the artifact (`qemu-img create -b`), so
 //! the certified artifact keeps its digest. The VM is killed when its [`Vm`] is dropped, so a test that fails
 //! or a checker that panics leaves no QEMU behind.
+//!
+//! The firmware boots the disk's own loader, or (with [`Boot::Kernel`]) a kernel and initrd given to QEMU
+//! with a command line of the caller's choosing, still under OVMF (the kernel runs as an EFI stub, as it does
+//! from systemd-boot). Extra read-only drives (with a serial number, so the guest finds them under
+//! `/dev/disk/by-id/virtio-SERIAL`) and a second serial port written to a file (the guest's `ttyS1`) let a
+//! caller hand data in and read answers out without touching the image.
 
 use std::{
     io::Read as _,
@@ -34,8 +40,10 @@ pub enum VmError {
         "`{pattern}` did not appear on the serial console within {seconds} s; last console lines:\n{tail}"
     )]
     Timeout { pattern: String, seconds: u64, tail: String },
+    /// QEMU stopped: with success when the guest powered off or (under `-no-reboot`) rebooted, else QEMU
+    /// itself failed.
     #[error("QEMU exited ({status}) before `{pattern}` appeared; last console lines:\n{tail}")]
-    Exited { pattern: String, status: String, tail: String },
+    Exited { pattern: String, status: String, success: bool, tail: String },
 }
 
 /// The format of the image to boot.
@@ -54,6 +62,25 @@ impl DiskFormat {
     }
 }
 
+/// What the firmware starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Boot {
+    /// The disk's own boot loader (the firmware's boot order, e.g. the ESP's `EFI/BOOT/BOOTX64.EFI`).
+    Disk,
+    /// This kernel and initrd with this command line (QEMU `-kernel`, `-initrd`, `-append`).
+    Kernel { kernel: PathBuf, initrd: Option<PathBuf>, cmdline: String },
+}
+
+/// A further drive, attached read-only as a virtio disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drive {
+    pub path: PathBuf,
+    pub format: DiskFormat,
+    /// The virtio serial number: the guest sees the disk as `/dev/disk/by-id/virtio-SERIAL` (at most 20
+    /// bytes, QEMU's limit for virtio-blk).
+    pub serial: Option<String>,
+}
+
 /// How to boot.
 #[derive(Debug, Clone)]
 pub struct VmOptions {
@@ -63,8 +90,11 @@ pub struct VmOptions {
     pub work_dir: PathBuf,
     pub memory_mib: u32,
     pub cpus: u32,
-    /// Extra drives, e.g. a disk that hands checks in: (path, format).
-    pub extra_drives: Vec<(PathBuf, DiskFormat)>,
+    pub boot: Boot,
+    /// Extra read-only drives, e.g. a disk that hands checks in; they come after the image's disk.
+    pub extra_drives: Vec<Drive>,
+    /// A second serial port (the guest's `ttyS1`) whose output QEMU writes to this file.
+    pub second_serial: Option<PathBuf>,
 }
 
 impl VmOptions {
@@ -75,7 +105,9 @@ impl VmOptions {
             work_dir: work_dir.into(),
             memory_mib: 1024,
             cpus: 2,
+            boot: Boot::Disk,
             extra_drives: Vec::new(),
+            second_serial: None,
         }
     }
 }
@@ -156,15 +188,32 @@ impl Vm {
         cmd.arg("-smp").arg(opts.cpus.to_string()).arg("-m").arg(opts.memory_mib.to_string());
         cmd.arg("-drive").arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={code}"));
         cmd.arg("-drive").arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
-        cmd.arg("-drive").arg(format!("if=virtio,format=qcow2,file={}", overlay.display()));
-        for (path, format) in &opts.extra_drives {
+        if let Boot::Kernel { kernel, initrd, cmdline } = &opts.boot {
+            cmd.arg("-kernel").arg(kernel);
+            if let Some(initrd) = initrd {
+                cmd.arg("-initrd").arg(initrd);
+            }
+            cmd.arg("-append").arg(cmdline);
+        }
+        // The image's disk first, so that the guest names it as a plain boot does (`vda`).
+        cmd.arg("-drive").arg(format!("if=none,id=disk0,format=qcow2,file={}", qemu_path(&overlay)));
+        cmd.args(["-device", "virtio-blk-pci,drive=disk0"]);
+        for (i, d) in opts.extra_drives.iter().enumerate() {
+            let mut device = format!("virtio-blk-pci,drive=extra{i}");
+            if let Some(serial) = &d.serial {
+                device.push_str(&format!(",serial={serial}"));
+            }
             cmd.arg("-drive").arg(format!(
-                "if=virtio,format={},readonly=on,file={}",
-                format.as_str(),
-                path.display()
+                "if=none,id=extra{i},format={},readonly=on,file={}",
+                d.format.as_str(),
+                qemu_path(&d.path)
             ));
+            cmd.arg("-device").arg(device);
         }
         cmd.arg("-serial").arg(format!("file:{}", console.display()));
+        if let Some(second) = &opts.second_serial {
+            cmd.arg("-serial").arg(format!("file:{}", second.display()));
+        }
         cmd.args(["-monitor", "none", "-nic", "user,model=virtio-net-pci"]);
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         let child = cmd.spawn().map_err(io("starting qemu-system-x86_64"))?;
@@ -173,8 +222,7 @@ impl Vm {
 
     /// The serial console so far, with terminal control sequences and carriage returns removed.
     pub fn console(&self) -> String {
-        let raw = std::fs::read(&self.console).unwrap_or_default();
-        strip_controls(&String::from_utf8_lossy(&raw))
+        read_serial(&self.console)
     }
 
     /// Seconds since the VM started.
@@ -185,9 +233,21 @@ impl Vm {
     /// Wait until `pattern` appears on the serial console; the VM's exit or the timeout is an error carrying
     /// the console's last lines.
     pub fn wait_for(&mut self, pattern: &str, timeout: Duration) -> Result<Duration, VmError> {
+        let console = self.console.clone();
+        self.wait_for_in(&console, pattern, timeout)
+    }
+
+    /// Wait until `pattern` appears in `file` (e.g. the second serial port's); the VM's exit or the timeout is
+    /// an error carrying the console's last lines. QEMU's exit is noticed within a quarter of a second.
+    pub fn wait_for_in(
+        &mut self,
+        file: &Path,
+        pattern: &str,
+        timeout: Duration,
+    ) -> Result<Duration, VmError> {
         let deadline = Instant::now() + timeout;
         loop {
-            if self.console().contains(pattern) {
+            if read_serial(file).contains(pattern) {
                 return Ok(self.elapsed());
             }
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -197,6 +257,7 @@ impl Vm {
                 }
                 return Err(VmError::Exited {
                     pattern: pattern.to_owned(),
+                    success: status.success(),
                     status: format!(
                         "{status}{}",
                         if err.is_empty() { String::new() } else { format!(": {}", err.trim()) }
@@ -221,6 +282,17 @@ impl Drop for Vm {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A serial port's output so far (empty when there is none yet), cleaned as [`strip_controls`] does.
+pub fn read_serial(file: &Path) -> String {
+    let raw = std::fs::read(file).unwrap_or_default();
+    strip_controls(&String::from_utf8_lossy(&raw))
+}
+
+/// A path for a QEMU `-drive` option, whose values end at a comma unless it is doubled.
+fn qemu_path(path: &Path) -> String {
+    path.display().to_string().replace(',', ",,")
 }
 
 /// The last `n` non-empty lines of a text.
@@ -261,6 +333,38 @@ mod tests {
     fn console_text_is_cleaned_of_escape_sequences() {
         assert_eq!(strip_controls("\u{1b}[0;32m  OK  \u{1b}[0m] ok\r\nlogin: "), "  OK  ] ok\nlogin: ");
         assert_eq!(tail("a\n\nb\nc\n", 2), "b\nc");
+    }
+
+    #[test]
+    fn a_qemu_that_exits_is_noticed_at_once_not_at_the_timeout() {
+        if !OVMF_PAIRS.iter().any(|(c, _)| Path::new(c).is_file())
+            || Command::new("qemu-img").output().is_err()
+        {
+            eprintln!("SKIP: needs qemu-system-x86, qemu-utils and ovmf");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("kiln-vm-exit-test-{}", std::process::id()));
+        fs_err::create_dir_all(&dir).unwrap();
+        let (disk, kernel, answers) = (dir.join("disk.raw"), dir.join("not-a-kernel"), dir.join("ttyS1.log"));
+        fs_err::write(&disk, vec![0u8; 1 << 20]).unwrap();
+        fs_err::write(&kernel, b"not a kernel").unwrap();
+        let mut opts = VmOptions::new(&disk, DiskFormat::Raw, &dir);
+        opts.boot = Boot::Kernel { kernel, initrd: None, cmdline: "console=ttyS0".into() };
+        opts.extra_drives.push(Drive {
+            path: disk.clone(),
+            format: DiskFormat::Raw,
+            serial: Some("extra".into()),
+        });
+        opts.second_serial = Some(answers.clone());
+        let mut vm = Vm::start(&opts).unwrap();
+        let err = vm.wait_for_in(&answers, "never", Duration::from_secs(120)).unwrap_err();
+        assert!(vm.elapsed() < Duration::from_secs(10), "noticed after {:?}", vm.elapsed());
+        assert!(
+            matches!(&err, VmError::Exited { success: false, status, .. } if status.contains("kernel")),
+            "QEMU's own complaint is kept: {err}"
+        );
+        drop(vm);
+        let _ = fs_err::remove_dir_all(&dir);
     }
 
     #[test]
