@@ -39,6 +39,12 @@ pub enum Command {
     ///
     /// A failed build leaves no output (and an earlier build in DIR untouched).
     Build(BuildArgs),
+    /// Certify a built image against the contracts its blueprint claims: static checks on the artifacts'
+    /// files, runtime checks in a VM booted from a throwaway overlay.
+    ///
+    /// Writes DIR/report/certification.json and DIR/report/junit.xml and lists them in DIR/manifest.json;
+    /// exits 1 when a check fails (or a checker breaks). The artifacts themselves are never changed.
+    Test(TestArgs),
     /// Print a shell completion script for kiln.
     Completions {
         /// bash, zsh, fish, elvish or powershell
@@ -90,12 +96,28 @@ pub struct BuildArgs {
     /// digest and no artifacts.
     #[arg(long)]
     pub tree_only: bool,
-    /// Build the package stage afresh instead of reusing a cached one.
+    /// Build without the caches: neither reuse nor store the package stage or any step's result.
     #[arg(long)]
     pub no_cache: bool,
     /// Let RUN commands use the network (they run without it by default).
     #[arg(long)]
     pub network: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// A build output folder (with manifest.json).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The folder of contract files [default: the nearest `contracts/` in the current folder or above].
+    #[arg(long, value_name = "DIR", env = "KILN_CONTRACTS")]
+    pub contracts: Option<PathBuf>,
+    /// Certify against this contract request (NAME@RANGE, repeatable) instead of those the manifest lists.
+    #[arg(long = "contract", value_name = "NAME@RANGE")]
+    pub requests: Vec<String>,
+    /// Seconds the VM may take to boot and run the runtime checks before it is killed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 420)]
+    pub timeout: u64,
 }
 
 fn parse_var(s: &str) -> Result<(String, String), String> {

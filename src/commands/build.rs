@@ -92,6 +92,14 @@ pub fn run(args: &BuildArgs, json: bool) -> anyhow::Result<()> {
     }
     println!("built {} {} in {}", report.manifest.name, report.manifest.version, report.out.display());
     println!("tree    {}", report.tree_digest);
+    if report.package_stage_cached || !report.cached_steps.is_empty() {
+        let mut from_cache = Vec::new();
+        if report.package_stage_cached {
+            from_cache.push("package stage".to_owned());
+        }
+        from_cache.extend(report.cached_steps.iter().map(|i| format!("step {i}")));
+        println!("cached  {}", from_cache.join(", "));
+    }
     for a in &report.manifest.artifacts {
         let kind = serde_json::to_value(a.kind)?.as_str().unwrap_or_default().to_owned();
         println!("{kind:<7} {}  {:>12}  {}", a.sha256, a.size, a.path);

@@ -3,6 +3,7 @@
 mod build;
 mod docs;
 mod plan;
+mod test;
 
 use crate::cli::{Cli, Command};
 
@@ -11,6 +12,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Plan(args) => plan::run(&args, json),
         Command::Build(args) => build::run(&args, json),
+        Command::Test(args) => test::run(&args, json),
         Command::Completions { shell } => docs::completions(shell),
         Command::Man { out } => docs::man(out.as_deref()),
     }

@@ -9,7 +9,9 @@
 //! - [`statics`]: static checks of a contract's requirements against such an image; [`outcome`]: what a
 //!   check gives (Pass, Skip with the reason, Fail with evidence, or an error of the checker).
 
+pub mod certify;
 pub mod image;
+pub mod junit;
 pub mod outcome;
 pub mod runtime;
 pub mod statics;
