@@ -1,0 +1,131 @@
+//! Signing a build output folder (`kiln sign DIR --key K`).
+//!
+//! The order matters, because signing the OCI image changes its layout's `index.json`, whose digest
+//! `manifest.json` lists:
+//! 1. every artifact is checked against `manifest.json` (digest and size, every OCI blob): only an output
+//!    that is as built and tested gets signed;
+//! 2. each OCI image is signed in cosign's format inside its layout (see [`crate::cosign`]); the image
+//!    manifest and its blobs do not change, so the image digest the tests certified is the one signed;
+//! 3. `manifest.json` records the layout's new `index.json` digest and size (the only change to it);
+//! 4. each artifact file gets `signatures/FILE.sig`, and `manifest.json` gets
+//!    `signatures/manifest.json.sig`, last (see [`crate::paths`]).
+//!
+//! The signatures folder is written aside and swapped in, so an interrupted signing leaves the earlier
+//! signatures or the new ones. Signing is deterministic (RFC 6979): the same output and key give the same
+//! files.
+
+use std::path::{Path, PathBuf};
+
+use kiln_blueprint::manifest::{ArtifactKind, Manifest, ManifestError, MANIFEST_FILE};
+
+use crate::{
+    blob::{encode_signature, sha256_file, sha256_string},
+    cosign::{self, CosignError, SignedImage},
+    keys::SigningKey,
+    paths::{digested_file, signature_file, SIGNATURES_DIR},
+    verify::{check_artifacts, VerifyError},
+};
+
+/// Why an output could not be signed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("refusing to sign: the output is not what its manifest.json lists")]
+    NotAsBuilt(#[source] VerifyError),
+    #[error("signing the OCI image {artifact}")]
+    Cosign {
+        artifact: String,
+        #[source]
+        source: CosignError,
+    },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// How to sign.
+#[derive(Debug, Clone, Default)]
+pub struct SignOptions {
+    /// The `docker-reference` the OCI image's signature names (the repository it is published as);
+    /// default: the image name from `manifest.json`.
+    pub reference: Option<String>,
+}
+
+/// What [`sign_dir`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignReport {
+    /// Fingerprint of the signing key's public key.
+    pub key: String,
+    /// Signature files written, relative to the output folder, `signatures/manifest.json.sig` last.
+    pub signatures: Vec<String>,
+    /// OCI images signed in their layouts.
+    pub images: Vec<SignedImage>,
+}
+
+/// Sign the build output in `dir` with `key`.
+pub fn sign_dir(dir: &Path, key: &SigningKey, opts: &SignOptions) -> Result<SignReport, SignError> {
+    let mut manifest = Manifest::read(dir)?;
+    check_artifacts(dir, &manifest).map_err(SignError::NotAsBuilt)?;
+
+    let reference = opts.reference.clone().unwrap_or_else(|| manifest.name.clone());
+    let mut images = Vec::new();
+    let oci: Vec<_> = manifest.artifacts.iter().filter(|a| a.kind == ArtifactKind::Oci).cloned().collect();
+    for mut a in oci {
+        let signed = cosign::sign_layout(&dir.join(&a.path), &reference, key)
+            .map_err(|source| SignError::Cosign { artifact: a.path.clone(), source })?;
+        images.extend(signed);
+        let index = dir.join(digested_file(&a));
+        a.sha256 = sha256_string(&sha256_file(&index).map_err(io(&index))?);
+        a.size = std::fs::metadata(&index).map_err(io(&index))?.len();
+        manifest.put(a)?;
+    }
+    if Manifest::read(dir)? != manifest {
+        manifest.write(dir)?;
+    }
+
+    // All signature files into a fresh folder beside the old one, then swapped in.
+    let staging = dir.join(format!(".{SIGNATURES_DIR}.tmp-{}", std::process::id()));
+    if staging.exists() {
+        fs_err::remove_dir_all(&staging).map_err(io(&staging))?;
+    }
+    let mut signatures = Vec::new();
+    let mut write = |file: &str, text: String| -> Result<(), SignError> {
+        let rel = signature_file(file);
+        let path = staging.join(rel.strip_prefix(&format!("{SIGNATURES_DIR}/")).unwrap_or(&rel));
+        if let Some(parent) = path.parent() {
+            fs_err::create_dir_all(parent).map_err(io(parent))?;
+        }
+        crate::keys::write_file_mode(&path, text.as_bytes(), 0o644).map_err(io(&path))?;
+        signatures.push(rel);
+        Ok(())
+    };
+    for a in &manifest.artifacts {
+        // The digests were just checked (or, for a layout's index.json, just computed): sign them.
+        let mut digest = [0u8; 32];
+        hex::decode_to_slice(a.sha256.trim_start_matches("sha256:"), &mut digest).map_err(|_| {
+            SignError::NotAsBuilt(VerifyError::DigestMismatch {
+                path: a.path.clone(),
+                expected: a.sha256.clone(),
+                found: "(not a sha256 digest)".into(),
+            })
+        })?;
+        write(&digested_file(a), encode_signature(&key.sign_digest(&digest)))?;
+    }
+    let manifest_bytes = std::fs::read(dir.join(MANIFEST_FILE)).map_err(io(&dir.join(MANIFEST_FILE)))?;
+    write(MANIFEST_FILE, encode_signature(&key.sign(&manifest_bytes)))?;
+
+    let target = dir.join(SIGNATURES_DIR);
+    let old = dir.join(format!(".{SIGNATURES_DIR}.old-{}", std::process::id()));
+    if target.exists() {
+        fs_err::rename(&target, &old).map_err(io(&target))?;
+    }
+    fs_err::rename(&staging, &target).map_err(io(&target))?;
+    if old.exists() {
+        fs_err::remove_dir_all(&old).map_err(io(&old))?;
+    }
+    Ok(SignReport { key: key.public_key().fingerprint(), signatures, images })
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SignError + '_ {
+    move |source| SignError::Io { path: path.to_owned(), source }
+}
