@@ -30,6 +30,7 @@ use p256::{
 use rand_core::{OsRng, RngCore as _};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
+use zeroize::Zeroizing;
 
 /// PEM label of a public key.
 pub const PUBLIC_KEY_LABEL: &str = "PUBLIC KEY";
@@ -164,7 +165,8 @@ impl SigningKey {
 
     /// Unencrypted PKCS#8 PEM (`PRIVATE KEY`), as `openssl pkcs8 -topk8 -nocrypt` writes.
     pub fn to_pkcs8_pem(&self) -> String {
-        self.inner.to_pkcs8_pem(LineEnding::LF).map(|z| z.to_string()).unwrap_or_default()
+        // Encoding a valid P-256 key as PKCS#8 cannot fail.
+        self.inner.to_pkcs8_pem(LineEnding::LF).expect("PKCS#8 encoding of a P-256 key").to_string()
     }
 
     /// cosign's encrypted PEM with a fresh random salt and nonce.
@@ -178,9 +180,10 @@ impl SigningKey {
 
     /// cosign's encrypted PEM with the given salt and nonce (deterministic; for tests and known answers).
     pub fn to_encrypted_pem_with(&self, passphrase: &[u8], salt: &[u8; 32], nonce: &[u8; 24]) -> String {
-        let der = self.inner.to_pkcs8_der().map(|d| d.as_bytes().to_vec()).unwrap_or_default();
-        let key = scrypt_key(passphrase, salt, SCRYPT_LOG_N, SCRYPT_R, SCRYPT_P).unwrap_or([0; 32]);
-        let ciphertext = secretbox_seal(&key, nonce, &der);
+        let der = self.inner.to_pkcs8_der().expect("PKCS#8 encoding of a P-256 key");
+        let key = scrypt_key(passphrase, salt, SCRYPT_LOG_N, SCRYPT_R, SCRYPT_P)
+            .expect("scrypt with kiln's constant, valid parameters");
+        let ciphertext = secretbox_seal(&key, nonce, der.as_bytes());
         let doc = EncryptedKey {
             kdf: Kdf {
                 name: "scrypt".into(),
@@ -190,7 +193,7 @@ impl SigningKey {
             cipher: Cipher { name: "nacl/secretbox".into(), nonce: B64.encode(nonce) },
             ciphertext: B64.encode(ciphertext),
         };
-        let json = serde_json::to_vec(&doc).unwrap_or_default();
+        let json = serde_json::to_vec(&doc).expect("a document of strings and numbers serializes");
         encode_pem(ENCRYPTED_KEY_LABEL, &json)
     }
 
@@ -230,12 +233,12 @@ impl PublicKey {
 
     /// PEM `PUBLIC KEY`, LF line endings.
     pub fn to_pem(&self) -> String {
-        self.inner.to_public_key_pem(LineEnding::LF).unwrap_or_default()
+        self.inner.to_public_key_pem(LineEnding::LF).expect("SPKI encoding of a P-256 key")
     }
 
     /// DER SubjectPublicKeyInfo.
     pub fn to_spki_der(&self) -> Vec<u8> {
-        self.inner.to_public_key_der().map(|d| d.as_bytes().to_vec()).unwrap_or_default()
+        self.inner.to_public_key_der().expect("SPKI encoding of a P-256 key").into_vec()
     }
 
     /// `sha256:HEX` of the DER SubjectPublicKeyInfo: names the key in messages and as a DSSE `keyid`.
@@ -286,28 +289,41 @@ fn curve_name(oid: ObjectIdentifier) -> String {
     }
 }
 
-/// The one PEM block of `text`: its label and DER body.
-fn decode_pem(text: &str) -> Result<(String, Vec<u8>), KeyError> {
-    let text = text.trim_start_matches('\u{feff}');
+/// The key block of PEM `text`: its label and DER body. An `EC PARAMETERS` block before it (what
+/// `openssl ecparam -genkey` writes without `-noout`) is skipped.
+fn decode_pem(text: &str) -> Result<(String, Zeroizing<Vec<u8>>), KeyError> {
+    let mut rest = text;
+    loop {
+        let (label, body, after) = next_pem_block(rest)?;
+        if label == "EC PARAMETERS" {
+            rest = after;
+            continue;
+        }
+        if body.contains(':') {
+            // RFC 1421 headers (`Proc-Type: 4,ENCRYPTED`): openssl's legacy encrypted PEM.
+            return Err(KeyError::UnsupportedEncryption {
+                what: "format",
+                found: "legacy PEM encryption".into(),
+            });
+        }
+        let b64: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        let der =
+            B64.decode(b64).map_err(|e| KeyError::NotPem(format!("{label} body is not base64: {e}")))?;
+        return Ok((label.to_owned(), Zeroizing::new(der)));
+    }
+}
+
+/// The first PEM block of `text`: label, body, and the text after it.
+fn next_pem_block(text: &str) -> Result<(&str, &str, &str), KeyError> {
     let begin = text.find("-----BEGIN ").ok_or_else(|| KeyError::NotPem("no -----BEGIN line".into()))?;
     let rest = &text[begin + "-----BEGIN ".len()..];
     let label_end = rest.find("-----").ok_or_else(|| KeyError::NotPem("unterminated BEGIN line".into()))?;
-    let label = rest[..label_end].to_owned();
+    let label = &rest[..label_end];
     let body_and_end = &rest[label_end + 5..];
     let end_marker = format!("-----END {label}-----");
     let end =
         body_and_end.find(&end_marker).ok_or_else(|| KeyError::NotPem(format!("no {end_marker} line")))?;
-    let body = &body_and_end[..end];
-    if body.contains(':') {
-        // RFC 1421 headers (`Proc-Type: 4,ENCRYPTED`): openssl's legacy encrypted PEM.
-        return Err(KeyError::UnsupportedEncryption {
-            what: "format",
-            found: "legacy PEM encryption".into(),
-        });
-    }
-    let b64: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    let der = B64.decode(b64).map_err(|e| KeyError::NotPem(format!("{label} body is not base64: {e}")))?;
-    Ok((label, der))
+    Ok((label, &body_and_end[..end], &body_and_end[end + end_marker.len()..]))
 }
 
 /// PEM with 64-column base64 lines, LF endings.
@@ -350,11 +366,17 @@ struct Cipher {
     nonce: String,
 }
 
-fn scrypt_key(passphrase: &[u8], salt: &[u8], log_n: u8, r: u32, p: u32) -> Result<[u8; 32], KeyError> {
+fn scrypt_key(
+    passphrase: &[u8],
+    salt: &[u8],
+    log_n: u8,
+    r: u32,
+    p: u32,
+) -> Result<Zeroizing<[u8; 32]>, KeyError> {
     let params = scrypt::Params::new(log_n, r, p, 32)
         .map_err(|e| KeyError::Malformed(format!("scrypt parameters: {e}")))?;
-    let mut key = [0u8; 32];
-    scrypt::scrypt(passphrase, salt, &params, &mut key)
+    let mut key = Zeroizing::new([0u8; 32]);
+    scrypt::scrypt(passphrase, salt, &params, key.as_mut())
         .map_err(|e| KeyError::Malformed(format!("scrypt: {e}")))?;
     Ok(key)
 }
@@ -362,11 +384,12 @@ fn scrypt_key(passphrase: &[u8], salt: &[u8], log_n: u8, r: u32, p: u32) -> Resu
 fn secretbox_seal(key: &[u8; 32], nonce: &[u8; 24], plaintext: &[u8]) -> Vec<u8> {
     use crypto_secretbox::{aead::Aead as _, KeyInit as _, XSalsa20Poly1305};
     let cipher = XSalsa20Poly1305::new(key.into());
-    cipher.encrypt(nonce.into(), plaintext).unwrap_or_default()
+    // XSalsa20-Poly1305 fails only for messages of more than 256 GiB.
+    cipher.encrypt(nonce.into(), plaintext).expect("secretbox of a key-sized message")
 }
 
 /// Open cosign's encrypted key document (the PEM body) into the PKCS#8 DER inside.
-fn decrypt_cosign(json: &[u8], passphrase: &[u8]) -> Result<Vec<u8>, KeyError> {
+fn decrypt_cosign(json: &[u8], passphrase: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyError> {
     use crypto_secretbox::{aead::Aead as _, KeyInit as _, XSalsa20Poly1305};
     let doc: EncryptedKey = serde_json::from_slice(json)
         .map_err(|e| KeyError::Malformed(format!("encrypted key document: {e}")))?;
@@ -391,8 +414,11 @@ fn decrypt_cosign(json: &[u8], passphrase: &[u8]) -> Result<Vec<u8>, KeyError> {
     }
     let log_n = n.trailing_zeros() as u8;
     let key = scrypt_key(passphrase, &salt, log_n, doc.kdf.params.r, doc.kdf.params.p)?;
-    let cipher = XSalsa20Poly1305::new((&key).into());
-    cipher.decrypt(nonce.as_slice().into(), ciphertext.as_slice()).map_err(|_| KeyError::WrongPassphrase)
+    let cipher = XSalsa20Poly1305::new((&*key).into());
+    let plain = cipher
+        .decrypt(nonce.as_slice().into(), ciphertext.as_slice())
+        .map_err(|_| KeyError::WrongPassphrase)?;
+    Ok(Zeroizing::new(plain))
 }
 
 /// Where a signing key comes from.
@@ -511,7 +537,7 @@ mod tests {
         assert!(matches!(SigningKey::from_pem(&pem, None), Err(KeyError::PassphraseRequired)));
         // The document is cosign's: scrypt N=32768 r=8 p=1, nacl/secretbox, 24-byte nonce.
         let (_, body) = decode_pem(&pem).unwrap();
-        let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&body[..]).unwrap();
         assert_eq!(doc["kdf"]["params"], serde_json::json!({"N": 32768, "r": 8, "p": 1}));
         assert_eq!(doc["cipher"]["name"], "nacl/secretbox");
         assert_eq!(B64.decode(doc["cipher"]["nonce"].as_str().unwrap()).unwrap(), [9; 24]);

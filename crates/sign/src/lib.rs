@@ -9,7 +9,8 @@
 //! * [`cosign`]: the OCI image's signature in cosign's format (tag `sha256-HEX.sig` and OCI 1.1 referrer)
 //!   inside its layout;
 //! * [`paths`]: where signatures live in an output folder;
-//! * [`sign`]: signing an output folder ([`sign_dir`]); [`verify`]: checking one ([`verify_dir`]).
+//! * [`sign`]: signing an output folder ([`sign_dir`], or [`sign_images`] then [`sign_files`]);
+//!   [`verify`]: checking one ([`verify_dir`]).
 
 pub mod blob;
 pub mod cosign;
@@ -21,5 +22,5 @@ pub mod verify;
 
 pub use dsse::{dsse_sign, dsse_verify, DsseError, Envelope};
 pub use keys::{KeyError, KeySource, PublicKey, SigningKey};
-pub use sign::{sign_dir, SignError, SignOptions, SignReport};
+pub use sign::{sign_dir, sign_files, sign_images, SignError, SignOptions, SignReport};
 pub use verify::{verify_dir, VerifyError, VerifyReport};

@@ -10,6 +10,9 @@
 //! 4. each artifact file gets `signatures/FILE.sig`, and `manifest.json` gets
 //!    `signatures/manifest.json.sig`, last (see [`crate::paths`]).
 //!
+//! [`sign_dir`] does it all; [`sign_images`] (1–3) and [`sign_files`] (1, 4) let a caller add artifacts
+//! that name the final digests (a provenance attestation) in between.
+//!
 //! The signatures folder is written aside and swapped in, so an interrupted signing leaves the earlier
 //! signatures or the new ones. Signing is deterministic (RFC 6979): the same output and key give the same
 //! files.
@@ -62,11 +65,21 @@ pub struct SignReport {
     pub images: Vec<SignedImage>,
 }
 
-/// Sign the build output in `dir` with `key`.
+/// Sign the build output in `dir` with `key`: [`sign_images`], then [`sign_files`].
 pub fn sign_dir(dir: &Path, key: &SigningKey, opts: &SignOptions) -> Result<SignReport, SignError> {
+    let images = sign_images(dir, key, opts)?;
+    // sign_images has just checked every artifact and recorded the only ones it changed.
+    let mut report = write_signatures(dir, key)?;
+    report.images = images;
+    Ok(report)
+}
+
+/// Steps 1–3: check the output, sign each OCI image inside its layout, and record the layouts' new
+/// `index.json` in `manifest.json`. A caller that adds artifacts derived from the signed output (an
+/// attestation naming the artifacts' final digests) does so between this and [`sign_files`].
+pub fn sign_images(dir: &Path, key: &SigningKey, opts: &SignOptions) -> Result<Vec<SignedImage>, SignError> {
     let mut manifest = Manifest::read(dir)?;
     check_artifacts(dir, &manifest).map_err(SignError::NotAsBuilt)?;
-
     let reference = opts.reference.clone().unwrap_or_else(|| manifest.name.clone());
     let mut images = Vec::new();
     let oci: Vec<_> = manifest.artifacts.iter().filter(|a| a.kind == ArtifactKind::Oci).cloned().collect();
@@ -82,7 +95,19 @@ pub fn sign_dir(dir: &Path, key: &SigningKey, opts: &SignOptions) -> Result<Sign
     if Manifest::read(dir)? != manifest {
         manifest.write(dir)?;
     }
+    Ok(images)
+}
 
+/// Step 4: check the output again, then write `signatures/FILE.sig` for every artifact file and
+/// `signatures/manifest.json.sig` last. The report's `images` is empty (see [`sign_images`]).
+pub fn sign_files(dir: &Path, key: &SigningKey) -> Result<SignReport, SignError> {
+    check_artifacts(dir, &Manifest::read(dir)?).map_err(SignError::NotAsBuilt)?;
+    write_signatures(dir, key)
+}
+
+/// The signature files of an output whose artifacts match its manifest.
+fn write_signatures(dir: &Path, key: &SigningKey) -> Result<SignReport, SignError> {
+    let manifest = Manifest::read(dir)?;
     // All signature files into a fresh folder beside the old one, then swapped in.
     let staging = dir.join(format!(".{SIGNATURES_DIR}.tmp-{}", std::process::id()));
     if staging.exists() {
@@ -100,7 +125,7 @@ pub fn sign_dir(dir: &Path, key: &SigningKey, opts: &SignOptions) -> Result<Sign
         Ok(())
     };
     for a in &manifest.artifacts {
-        // The digests were just checked (or, for a layout's index.json, just computed): sign them.
+        // The digests were checked against the files: sign them rather than hash the files again.
         let mut digest = [0u8; 32];
         hex::decode_to_slice(a.sha256.trim_start_matches("sha256:"), &mut digest).map_err(|_| {
             SignError::NotAsBuilt(VerifyError::DigestMismatch {
@@ -111,7 +136,8 @@ pub fn sign_dir(dir: &Path, key: &SigningKey, opts: &SignOptions) -> Result<Sign
         })?;
         write(&digested_file(a), encode_signature(&key.sign_digest(&digest)))?;
     }
-    let manifest_bytes = std::fs::read(dir.join(MANIFEST_FILE)).map_err(io(&dir.join(MANIFEST_FILE)))?;
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let manifest_bytes = std::fs::read(&manifest_path).map_err(io(&manifest_path))?;
     write(MANIFEST_FILE, encode_signature(&key.sign(&manifest_bytes)))?;
 
     let target = dir.join(SIGNATURES_DIR);
@@ -123,7 +149,7 @@ pub fn sign_dir(dir: &Path, key: &SigningKey, opts: &SignOptions) -> Result<Sign
     if old.exists() {
         fs_err::remove_dir_all(&old).map_err(io(&old))?;
     }
-    Ok(SignReport { key: key.public_key().fingerprint(), signatures, images })
+    Ok(SignReport { key: key.public_key().fingerprint(), signatures, images: Vec::new() })
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SignError + '_ {

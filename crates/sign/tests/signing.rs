@@ -13,7 +13,7 @@ use kiln_sign::{
     cosign::{self, SIGNATURE_ANNOTATION, SIGNATURE_ARTIFACT_TYPE, SIMPLE_SIGNING_MEDIA_TYPE},
     keys::{self, write_key_pair, KeyError, KeySource, ENV_KEY, ENV_PASSWORD},
     paths::{digested_file, signature_file},
-    sign_dir, verify_dir, PublicKey, SignOptions, SigningKey,
+    sign_dir, sign_files, sign_images, verify_dir, PublicKey, SignOptions, SigningKey,
 };
 use sigstore::crypto::{signing_key::SigStoreKeyPair, CosignVerificationKey, Signature, SigningScheme};
 use support::{openssl_verify, output, sh};
@@ -187,7 +187,8 @@ fn openssl_made_keys_sign_and_verify() {
     let (ok, msg) = sh(
         "openssl ecparam -genkey -name prime256v1 -noout -out ec.pem && \
          openssl pkcs8 -topk8 -nocrypt -in ec.pem -out pkcs8.pem && \
-         openssl ec -in ec.pem -pubout -out ec.pub",
+         openssl ec -in ec.pem -pubout -out ec.pub && \
+         openssl ecparam -genkey -name prime256v1 -out with-params.pem",
         work,
     );
     assert!(ok, "{msg}");
@@ -199,6 +200,10 @@ fn openssl_made_keys_sign_and_verify() {
     let public = keys::load_public_key(&work.join("ec.pub")).unwrap();
     assert_eq!(from_sec1.public_key(), public);
     assert_eq!(from_pkcs8.public_key(), public);
+    // Without -noout, openssl writes an EC PARAMETERS block first.
+    let with_params = std::fs::read_to_string(work.join("with-params.pem")).unwrap();
+    assert!(with_params.starts_with("-----BEGIN EC PARAMETERS-----"), "{with_params}");
+    SigningKey::from_pem(&with_params, None).unwrap();
 
     sign_dir(&out.dir, &from_pkcs8, &SignOptions::default()).unwrap();
     verify_dir(&out.dir, &public, None).unwrap();
@@ -319,4 +324,37 @@ fn the_oci_signature_verifies_with_sigstore_and_has_cosigns_shape() {
     let manifest = std::fs::read(out.dir.join("manifest.json")).unwrap();
     let sig = std::fs::read(out.dir.join("signatures/manifest.json.sig")).unwrap();
     verifier.verify_signature(Signature::Base64Encoded(&sig), &manifest).unwrap();
+}
+
+#[test]
+fn an_attestation_added_between_image_and_file_signing_is_signed_too() {
+    let out = output();
+    let key = SigningKey::generate();
+    let images = sign_images(&out.dir, &key, &SignOptions::default()).unwrap();
+    // What a provenance step does: read the final digests, write a file, list it.
+    let m = Manifest::read(&out.dir).unwrap();
+    let oci = m.artifacts.iter().find(|a| a.kind == ArtifactKind::Oci).unwrap();
+    let statement = format!("{{\"subject\":[{{\"digest\":\"{}\"}}]}}\n", images[0].digest);
+    std::fs::write(out.dir.join("provenance.json"), &statement).unwrap();
+    let mut m2 = m.clone();
+    m2.put(kiln_blueprint::manifest::Artifact {
+        kind: ArtifactKind::Provenance,
+        path: "provenance.json".into(),
+        sha256: format!(
+            "sha256:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(statement.as_bytes()))
+        ),
+        size: statement.len() as u64,
+    })
+    .unwrap();
+    m2.write(&out.dir).unwrap();
+    let report = sign_files(&out.dir, &key).unwrap();
+    assert!(report.signatures.contains(&"signatures/provenance.json.sig".to_owned()));
+    let verified = verify_dir(&out.dir, &key.public_key(), None).unwrap();
+    assert_eq!(verified.images, images);
+    assert!(verified.artifacts.iter().any(|a| a.path == "provenance.json"));
+    assert_eq!(
+        Manifest::read(&out.dir).unwrap().artifacts.iter().find(|a| a.kind == ArtifactKind::Oci),
+        Some(oci)
+    );
 }
