@@ -65,6 +65,8 @@ pub enum ArtifactKind {
     Qcow2,
     Oci,
     Sbom,
+    /// What the build resolved and used (`build/materials.json`), for the provenance `kiln sign` makes.
+    Materials,
     Provenance,
     Report,
 }

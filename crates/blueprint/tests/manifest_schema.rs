@@ -25,6 +25,9 @@ fn sample() -> Manifest {
     for (kind, path) in [
         (ArtifactKind::Raw, "disk.raw"),
         (ArtifactKind::Oci, "oci"),
+        (ArtifactKind::Sbom, "sbom.spdx.json"),
+        (ArtifactKind::Materials, "build/materials.json"),
+        (ArtifactKind::Provenance, "provenance.intoto.jsonl"),
         (ArtifactKind::Report, "report/certification.json"),
     ] {
         m.put(Artifact { kind, path: path.into(), sha256: digest('d'), size: 42 }).unwrap();
