@@ -17,6 +17,8 @@ pub mod cosign;
 pub mod dsse;
 pub mod keys;
 pub mod paths;
+pub mod provenance;
+pub mod sbom;
 pub mod sign;
 pub mod verify;
 
