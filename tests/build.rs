@@ -186,10 +186,43 @@ fn debian_minimal_artifacts_pass_the_real_tools() {
     let Some(b) = minimal() else { return };
     let arts = artifacts(&b.report);
     let kinds: Vec<&str> = arts.iter().map(|(k, _, _)| k.as_str()).collect();
-    assert_eq!(kinds, ["raw", "qcow2", "oci"]);
+    assert_eq!(kinds, ["raw", "qcow2", "oci", "sbom", "materials"]);
     for (kind, path, sha) in &arts {
         let file = if kind == "oci" { b.out.join(path).join("index.json") } else { b.out.join(path) };
         assert_eq!(&sha256_file(&file), sha, "{kind} digest in manifest.json");
+    }
+    // The SBOM lists every installed package with the digest of the .deb the build resolved for it.
+    let read = |p: &str| -> Value { serde_json::from_slice(&fs_err::read(b.out.join(p)).unwrap()).unwrap() };
+    let (sbom, materials) = (read("sbom.spdx.json"), read("build/materials.json"));
+    assert_eq!(sbom["spdxVersion"], "SPDX-2.3");
+    let debs = sbom["packages"].as_array().unwrap().iter().filter(|p| p["SPDXID"] != "SPDXRef-Image");
+    let listed: Vec<String> =
+        debs.clone().map(|p| format!("{} {}", p["name"], p["versionInfo"]).replace('"', "")).collect();
+    let mut listed_sorted = listed.clone();
+    listed_sorted.sort();
+    assert_eq!(
+        listed_sorted,
+        b.report["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    );
+    let resolved: std::collections::BTreeMap<String, String> = materials["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap().to_owned(), p["sha256"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(resolved.len(), listed.len(), "a debian base installs exactly what it resolved");
+    for p in debs {
+        assert_eq!(
+            p["checksums"][0]["checksumValue"],
+            resolved[p["name"].as_str().unwrap()],
+            "{}",
+            p["name"]
+        );
     }
     let on_disk: Value = serde_json::from_slice(&fs_err::read(b.out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(on_disk, b.report["manifest"]);

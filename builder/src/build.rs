@@ -105,6 +105,8 @@ pub enum BuildError {
     Disk(#[from] kiln_disk::DiskError),
     #[error("writing the manifest")]
     Manifest(#[from] kiln_blueprint::manifest::ManifestError),
+    #[error("writing the SBOM")]
+    Sbom(#[from] kiln_sign::sbom::SbomError),
     #[error("FROM {reference}: {message}")]
     Base { reference: String, message: String },
     #[error("{}: exists and is not a kiln build output (no manifest.json); refusing to replace it", path.display())]
@@ -243,7 +245,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions) -> Result<BuildReport, BuildError
     let epoch = opts.source_date_epoch;
 
     // Base and packages.
-    let (package_stage_cached, parent, stage_key) = base_stage(plan, opts, &tree, &mut timer)?;
+    let (package_stage_cached, parent, stage_key, resolved) = base_stage(plan, opts, &tree, &mut timer)?;
     let sandbox = Sandbox::new(&tree)?.with_network(opts.network_in_run);
 
     // The blueprint's own steps: the first ones whose results are all in the step cache are replayed, the
@@ -313,6 +315,9 @@ pub fn build(plan: &Plan, opts: &BuildOptions) -> Result<BuildReport, BuildError
     manifest.tree_digest = Some(tree_digest.clone());
     manifest.parent = parent.as_ref().map(|p| p.manifest.clone());
     manifest.contracts = plan.image.contracts.iter().map(|c| format!("{}@{}", c.name, c.req)).collect();
+    for artifact in crate::sbom::write(&tree, &staging.dir, plan, opts, &manifest, &resolved)? {
+        manifest.put(artifact)?;
+    }
     let outputs: &[kiln_blueprint::model::Output] = if opts.tree_only { &[] } else { &plan.image.outputs };
     for output in outputs {
         match output.kind {
@@ -395,15 +400,15 @@ pub(crate) struct ParentImage {
     pub index: kiln_oci::TreeIndex,
 }
 
-/// The base and packages: whether they came from the cache, the parent image of a derived build, and the
+/// The base and packages: whether they came from the cache, the parent image of a derived build, the
 /// key of the stage for the step cache (the package stage's cache key; for a parent image, its manifest
-/// digest and the packages installed on it).
+/// digest and the packages installed on it), and the packages resolved from the repository.
 fn base_stage(
     plan: &Plan,
     opts: &BuildOptions,
     tree: &Path,
     timer: &mut Timer,
-) -> Result<(bool, Option<ParentImage>, String), BuildError> {
+) -> Result<(bool, Option<ParentImage>, String, Vec<kiln_debian::Package>), BuildError> {
     let base = match plan.steps.first().map(|s| &s.inputs) {
         Some(StepInputs::Base(b)) => b.clone(),
         _ => unreachable!("a plan starts with its base"),
@@ -415,8 +420,9 @@ fn base_stage(
     let stage_digest = plan.step("packages").unwrap_or(&plan.steps[0]).digest.clone();
     match &base {
         Base::Debian(d) => {
-            let (cached, key) = debian_base(d, &include, &exclude, &stage_digest, opts, tree, timer)?;
-            Ok((cached, None, key))
+            let (cached, key, resolved) =
+                debian_base(d, &include, &exclude, &stage_digest, opts, tree, timer)?;
+            Ok((cached, None, key, resolved))
         }
         Base::OciLayout { path, tag } => {
             let reference = format!("oci-layout:{path}:{tag}");
@@ -438,8 +444,9 @@ fn base_stage(
             });
             timer.lap("parent image");
             let mut installed = String::new();
+            let mut resolved = Vec::new();
             if !include.is_empty() {
-                installed = install_into_image(&include, &exclude, opts, tree)?;
+                (installed, resolved) = install_into_image(&include, &exclude, opts, tree)?;
                 timer.lap("packages");
             }
             let key = hex::encode(Sha256::digest(
@@ -453,6 +460,7 @@ fn base_stage(
                     index,
                 }),
                 key,
+                resolved,
             ))
         }
         Base::Catalog { family, .. } => Err(BuildError::Base {
@@ -494,7 +502,7 @@ fn debian_base(
     opts: &BuildOptions,
     tree: &Path,
     timer: &mut Timer,
-) -> Result<(bool, String), BuildError> {
+) -> Result<(bool, String, Vec<kiln_debian::Package>), BuildError> {
     let (client, repo) = open_repo(Some(d), opts)?;
     let universe = repo.universe("amd64")?;
     let variant = match d.variant {
@@ -521,7 +529,7 @@ fn debian_base(
     if opts.stage_cache && cached_tree.join(".complete").is_file() {
         copy_tree(&cached_tree.join("rootfs"), tree)?;
         timer.lap("package stage (cached)");
-        return Ok((true, key));
+        return Ok((true, key, resolution.packages));
     }
 
     let paths = client.download(&resolution.packages)?;
@@ -555,18 +563,18 @@ fn debian_base(
             .map_err(|e| BuildError::Io { path: cached_tree.clone(), source: e })?;
         timer.lap("cache package stage");
     }
-    Ok((false, key))
+    Ok((false, key, resolution.packages))
 }
 
 /// Packages on top of a parent image: resolved against the host's repository, downloaded and verified by
 /// kiln, then installed by the image's own dpkg (which keeps its database right). Returns the resolved set,
-/// one `name version sha256` line each.
+/// one `name version sha256` line each, and the resolved packages.
 fn install_into_image(
     include: &[String],
     exclude: &[String],
     opts: &BuildOptions,
     tree: &Path,
-) -> Result<String, BuildError> {
+) -> Result<(String, Vec<kiln_debian::Package>), BuildError> {
     let (client, repo) = open_repo(None, opts)?;
     let universe = repo.universe("amd64")?;
     let resolution = universe.resolve(&Request {
@@ -590,7 +598,7 @@ fn install_into_image(
         .cloned()
         .collect();
     if wanted.is_empty() {
-        return Ok(resolved);
+        return Ok((resolved, resolution.packages));
     }
     let paths = client.download(&wanted)?;
     let inbox = tree.join("var/cache/kiln-debs");
@@ -630,7 +638,7 @@ fn install_into_image(
     }
     let _ = remove_tree(&inbox);
     result?;
-    Ok(resolved)
+    Ok((resolved, resolution.packages))
 }
 
 /// `name version` of every installed package, from the tree's dpkg status.

@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod outputs;
+mod sbom;
 pub mod services;
 pub mod stepcache;
 pub mod steps;
