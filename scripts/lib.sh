@@ -7,6 +7,7 @@ KILN_APT_PACKAGES=(
   e2fsprogs dosfstools fdisk mtools
   zstd xz-utils gzip
   gnupg sqv gpgv debian-archive-keyring dpkg-dev
+  openssl libssl-dev
   mmdebstrap
   skopeo umoci
   ovmf
