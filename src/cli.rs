@@ -45,6 +45,15 @@ pub enum Command {
     /// Writes DIR/report/certification.json and DIR/report/junit.xml and lists them in DIR/manifest.json;
     /// exits 1 when a check fails (or a checker breaks). The artifacts themselves are never changed.
     Test(TestArgs),
+    /// Make an ECDSA P-256 key pair: PREFIX.key (cosign's encrypted format, mode 0600) and PREFIX.pub (PEM).
+    ///
+    /// The passphrase comes from KILN_SIGNING_PASSWORD (or COSIGN_PASSWORD), or a line of stdin.
+    Keygen(KeygenArgs),
+    /// Sign a build output: its OCI images (cosign's format, in the layout), a SLSA provenance attestation,
+    /// and every file (signatures/FILE.sig, as `cosign sign-blob` writes them), manifest.json last.
+    Sign(SignArgs),
+    /// Check a signed build output offline: every signature, digest and the OCI image signatures.
+    Verify(VerifyArgs),
     /// Print a shell completion script for kiln.
     Completions {
         /// bash, zsh, fish, elvish or powershell
@@ -118,6 +127,48 @@ pub struct TestArgs {
     /// Seconds the VM may take to boot and run the runtime checks before it is killed.
     #[arg(long, value_name = "SECONDS", default_value_t = 420)]
     pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Write PREFIX.key and PREFIX.pub.
+    #[arg(long, value_name = "PREFIX", default_value = "kiln")]
+    pub out: PathBuf,
+    /// Replace existing key files.
+    #[arg(long)]
+    pub force: bool,
+    /// Read the passphrase from the first line of stdin instead of the environment.
+    #[arg(long)]
+    pub passphrase_stdin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// A build output folder (with manifest.json), certified by `kiln test`.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The private key file [default: the PEM text in KILN_SIGNING_KEY].
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// The repository the OCI image is published as (the signature's docker-reference) [default: its name].
+    #[arg(long, value_name = "REF")]
+    pub reference: Option<String>,
+    /// Read the key's passphrase from the first line of stdin instead of the environment.
+    #[arg(long)]
+    pub passphrase_stdin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// A signed build output folder.
+    #[arg(value_name = "DIR")]
+    pub target: PathBuf,
+    /// The public key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// Require the OCI signature to name this repository.
+    #[arg(long, value_name = "REF")]
+    pub reference: Option<String>,
 }
 
 fn parse_var(s: &str) -> Result<(String, String), String> {

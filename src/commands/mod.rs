@@ -3,6 +3,7 @@
 mod build;
 mod docs;
 mod plan;
+mod sign;
 mod test;
 
 use crate::cli::{Cli, Command};
@@ -13,6 +14,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plan(args) => plan::run(&args, json),
         Command::Build(args) => build::run(&args, json),
         Command::Test(args) => test::run(&args, json),
+        Command::Keygen(args) => sign::keygen(&args, json),
+        Command::Sign(args) => sign::sign(&args, json),
+        Command::Verify(args) => sign::verify(&args, json),
         Command::Completions { shell } => docs::completions(shell),
         Command::Man { out } => docs::man(out.as_deref()),
     }
