@@ -6,7 +6,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::Command,
     sync::{Mutex, OnceLock},
     time::Duration,
 };
@@ -17,20 +17,16 @@ use sha2::{Digest as _, Sha256};
 
 static BUILDS: Mutex<()> = Mutex::new(());
 
-fn root_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::{cache, can_build, kiln, root_dir};
 
 fn work(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-build-tests").join(name);
-    let _ = Command::new("rm").arg("-rf").arg(&d).status();
-    fs_err::create_dir_all(d.parent().unwrap()).unwrap();
-    d
+    common::work("kiln-build-tests", name)
 }
 
 /// A folder of [`work`], without emptying it.
 fn work_dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-build-tests").join(name)
+    common::work_dir("kiln-build-tests", name)
 }
 
 /// The layer digests of the only image of an OCI layout.
@@ -40,27 +36,6 @@ fn oci_layers(layout: &Path) -> Vec<String> {
     let digest = index["manifests"][0]["digest"].as_str().unwrap().replace(':', "/");
     let manifest = read(layout.join("blobs").join(digest));
     manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_owned()).collect()
-}
-
-fn cache() -> PathBuf {
-    std::env::var_os("KILN_TEST_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/kiln"))
-}
-
-/// Whether this process may build (root); otherwise the test says why it does nothing.
-fn can_build() -> bool {
-    let uid =
-        Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-    if uid.is_ok_and(|u| u == "0") {
-        return true;
-    }
-    eprintln!("SKIP: building images needs root (maintainer scripts run in a chroot); run the tests as root");
-    false
-}
-
-fn kiln(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln")).args(args).current_dir(root_dir()).output().expect("run kiln")
 }
 
 /// `kiln --json build BLUEPRINT --out OUT ...`, asserting success; the report.

@@ -6,36 +6,18 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::Command,
     sync::{Mutex, OnceLock},
 };
 
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
-fn root_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::{can_build, kiln, root_dir};
 
 fn work(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-certify-tests").join(name);
-    let _ = Command::new("rm").arg("-rf").arg(&d).status();
-    fs_err::create_dir_all(d.parent().unwrap()).unwrap();
-    d
-}
-
-fn is_root() -> bool {
-    let uid =
-        Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-    if uid.is_ok_and(|u| u == "0") {
-        return true;
-    }
-    eprintln!("SKIP: building images needs root (maintainer scripts run in a chroot); run the tests as root");
-    false
-}
-
-fn kiln(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln")).args(args).current_dir(root_dir()).output().expect("run kiln")
+    common::work("kiln-certify-tests", name)
 }
 
 static BUILDS: Mutex<()> = Mutex::new(());
@@ -52,9 +34,7 @@ fn minimal() -> &'static Path {
 
 fn build(blueprint: &str, out: &Path) {
     let _guard = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
-    let cache = std::env::var_os("KILN_TEST_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/kiln"));
+    let cache = common::cache();
     let o = kiln(&[
         "-q",
         "build",
@@ -104,7 +84,7 @@ fn checks<'a>(report: &'a Value, contract: &str) -> &'a Vec<Value> {
 
 #[test]
 fn debian_minimal_is_certified_for_the_contracts_it_claims() {
-    if !is_root() {
+    if !can_build() {
         return;
     }
     let out = minimal();
@@ -153,7 +133,7 @@ fn debian_minimal_is_certified_for_the_contracts_it_claims() {
 
 #[test]
 fn the_web_role_built_from_debian_minimal_is_certified_as_a_web_server() {
-    if !is_root() {
+    if !can_build() {
         return;
     }
     // web-role starts FROM the catalog's debian-minimal; here FROM the same image's OCI layout.
@@ -180,7 +160,7 @@ fn the_web_role_built_from_debian_minimal_is_certified_as_a_web_server() {
 
 #[test]
 fn an_image_that_breaks_a_contract_fails_it_with_evidence_and_exit_1() {
-    if !is_root() {
+    if !can_build() {
         return;
     }
     let out = work("base-oci");

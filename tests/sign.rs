@@ -10,25 +10,11 @@ use std::{
 
 use serde_json::Value;
 
-fn root_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::{can_build, root_dir};
 
 fn work(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-sign-tests").join(name);
-    let _ = Command::new("rm").arg("-rf").arg(&d).status();
-    fs_err::create_dir_all(d.parent().unwrap()).unwrap();
-    d
-}
-
-fn is_root() -> bool {
-    let uid =
-        Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-    if uid.is_ok_and(|u| u == "0") {
-        return true;
-    }
-    eprintln!("SKIP: building images needs root (maintainer scripts run in a chroot); run the tests as root");
-    false
+    common::work("kiln-sign-tests", name)
 }
 
 const PASSPHRASE: &str = "correct horse battery staple";
@@ -73,11 +59,11 @@ fn openssl_verifies(public: &Path, sig_b64: &Path, file: &Path) -> bool {
 
 #[test]
 fn a_certified_build_is_signed_and_verified_and_tampering_is_caught() {
-    if !is_root() {
+    if !can_build() {
         return;
     }
     let out = work("base-oci");
-    let cache = PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/kiln");
+    let cache = common::cache();
     let bp = root_dir().join("blueprints/debian-base-oci");
     ok(
         kiln(&[
