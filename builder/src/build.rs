@@ -664,10 +664,8 @@ pub fn installed_packages(tree: &Path) -> Vec<String> {
 /// sha256 and size of a file, as a manifest artifact.
 pub(crate) fn artifact(kind: ArtifactKind, dir: &Path, rel: &str) -> Result<Artifact, BuildError> {
     let path = dir.join(rel);
-    let mut f = fs_err::File::open(&path).map_err(|e| BuildError::Io { path: path.clone(), source: e })?;
-    let mut h = Sha256::new();
-    let size = std::io::copy(&mut f, &mut h).map_err(io(&path))?;
-    Ok(Artifact { kind, path: rel.to_owned(), sha256: format!("sha256:{}", hex::encode(h.finalize())), size })
+    let (sha256, size) = kiln_blueprint::manifest::sha256_file(&path).map_err(io(&path))?;
+    Ok(Artifact { kind, path: rel.to_owned(), sha256, size })
 }
 
 /// The digest kiln records for the build's blueprint-independent identity (used for disk GUIDs).

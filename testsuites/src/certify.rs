@@ -9,7 +9,6 @@
 
 use std::{
     collections::BTreeMap,
-    io::Read as _,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -20,7 +19,6 @@ use kiln_blueprint::{
 };
 use kiln_contract::{model::Severity, ContractId, ContractSet, Requirement, Stage};
 use serde::Serialize;
-use sha2::Digest as _;
 
 use crate::{
     image::{compare_qcow2_with_raw, DiskImage, DiskMatch, ImageError, OciImage},
@@ -150,35 +148,16 @@ pub struct Certification {
 }
 
 fn sha256_file(path: &Path) -> Result<String, CertifyError> {
-    let io = |source| CertifyError::Io { path: path.to_owned(), source };
-    let mut f = std::fs::File::open(path).map_err(io)?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(format!("sha256:{}", hex::encode(h.finalize())))
-}
-
-/// The file an artifact's manifest digest covers (a layout's `index.json`).
-fn digested_file(dir: &Path, a: &Artifact) -> PathBuf {
-    let p = dir.join(&a.path);
-    if a.kind == ArtifactKind::Oci {
-        p.join("index.json")
-    } else {
-        p
-    }
+    kiln_blueprint::manifest::sha256_file(path)
+        .map(|(digest, _)| digest)
+        .map_err(|source| CertifyError::Io { path: path.to_owned(), source })
 }
 
 fn verify_digests(dir: &Path, artifacts: &[Artifact]) -> Result<Vec<String>, CertifyError> {
     artifacts
         .iter()
         .map(|a| {
-            let found = sha256_file(&digested_file(dir, a))?;
+            let found = sha256_file(&dir.join(a.digested_file()))?;
             if found != a.sha256 {
                 return Err(CertifyError::DigestMismatch {
                     path: a.path.clone(),

@@ -58,6 +58,27 @@ pub struct Artifact {
     pub size: u64,
 }
 
+impl Artifact {
+    /// The file (relative to the output folder) whose digest the manifest records: the artifact itself, or
+    /// an OCI layout's `index.json`.
+    pub fn digested_file(&self) -> String {
+        if self.kind == ArtifactKind::Oci {
+            format!("{}/index.json", self.path.trim_end_matches('/'))
+        } else {
+            self.path.clone()
+        }
+    }
+}
+
+/// A file's digest as the manifest writes it (`sha256:…`) and its size, read in one pass.
+pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
+    use sha2::Digest as _;
+    let mut f = fs_err::File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    let size = std::io::copy(&mut f, &mut h)?;
+    Ok((format!("sha256:{}", hex::encode(h.finalize())), size))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ArtifactKind {

@@ -157,7 +157,7 @@ pub enum Check {
     /// symbol versions (`GLIBC_2.36`).
     Library { soname: String, symbol_versions: Vec<String> },
     /// No setuid/setgid executables and no world-writable files or directories (sticky directories
-    /// such as /tmp excepted) outside the allowlist (exact paths or globs with `*`).
+    /// such as /tmp excepted) outside the allowlist (exact paths or globs with `*` and `?`).
     SpecialFiles { setuid: bool, setgid: bool, world_writable: bool, allow: Vec<String> },
     /// The OCI image configuration. Skipped (with the reason) for disk images.
     OciConfig {

@@ -12,8 +12,6 @@
 //! `signatures/X.sig` is always the signature of `DIR/X`, in `cosign sign-blob`'s format (see `blob`):
 //! `openssl dgst -sha256 -verify key.pub -signature <(base64 -d < DIR/signatures/X.sig) DIR/X` checks it.
 
-use kiln_blueprint::manifest::{Artifact, ArtifactKind};
-
 /// The folder of signature files inside a build output.
 pub const SIGNATURES_DIR: &str = "signatures";
 
@@ -22,33 +20,24 @@ pub fn signature_file(rel: &str) -> String {
     format!("{SIGNATURES_DIR}/{rel}.sig")
 }
 
-/// The file (relative to the output folder) an artifact's manifest digest covers: the artifact itself,
-/// or an OCI layout's `index.json`.
-pub fn digested_file(a: &Artifact) -> String {
-    if a.kind == ArtifactKind::Oci {
-        format!("{}/index.json", a.path.trim_end_matches('/'))
-    } else {
-        a.path.clone()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kiln_blueprint::manifest::{Artifact, ArtifactKind};
 
     #[test]
     fn signature_files_mirror_the_signed_paths() {
         let a = |kind, path: &str| Artifact { kind, path: path.into(), sha256: String::new(), size: 0 };
         assert_eq!(
-            signature_file(&digested_file(&a(ArtifactKind::Raw, "disk.raw"))),
+            signature_file(&a(ArtifactKind::Raw, "disk.raw").digested_file()),
             "signatures/disk.raw.sig"
         );
         assert_eq!(
-            signature_file(&digested_file(&a(ArtifactKind::Oci, "oci"))),
+            signature_file(&a(ArtifactKind::Oci, "oci").digested_file()),
             "signatures/oci/index.json.sig"
         );
         assert_eq!(
-            signature_file(&digested_file(&a(ArtifactKind::Report, "report/junit.xml"))),
+            signature_file(&a(ArtifactKind::Report, "report/junit.xml").digested_file()),
             "signatures/report/junit.xml.sig"
         );
     }

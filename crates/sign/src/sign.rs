@@ -25,7 +25,7 @@ use crate::{
     blob::{encode_signature, sha256_file, sha256_string},
     cosign::{self, CosignError, SignedImage},
     keys::SigningKey,
-    paths::{digested_file, signature_file, SIGNATURES_DIR},
+    paths::{signature_file, SIGNATURES_DIR},
     verify::{check_artifacts, VerifyError},
 };
 
@@ -87,7 +87,7 @@ pub fn sign_images(dir: &Path, key: &SigningKey, opts: &SignOptions) -> Result<V
         let signed = cosign::sign_layout(&dir.join(&a.path), &reference, key)
             .map_err(|source| SignError::Cosign { artifact: a.path.clone(), source })?;
         images.extend(signed);
-        let index = dir.join(digested_file(&a));
+        let index = dir.join(a.digested_file());
         a.sha256 = sha256_string(&sha256_file(&index).map_err(io(&index))?);
         a.size = std::fs::metadata(&index).map_err(io(&index))?.len();
         manifest.put(a)?;
@@ -134,7 +134,7 @@ fn write_signatures(dir: &Path, key: &SigningKey) -> Result<SignReport, SignErro
                 found: "(not a sha256 digest)".into(),
             })
         })?;
-        write(&digested_file(a), encode_signature(&key.sign_digest(&digest)))?;
+        write(&a.digested_file(), encode_signature(&key.sign_digest(&digest)))?;
     }
     let manifest_path = dir.join(MANIFEST_FILE);
     let manifest_bytes = std::fs::read(&manifest_path).map_err(io(&manifest_path))?;

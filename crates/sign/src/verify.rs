@@ -20,7 +20,7 @@ use crate::{
     blob::{parse_signature, sha256_file, sha256_string},
     cosign::{self, CosignError, SignedImage},
     keys::PublicKey,
-    paths::{digested_file, signature_file, SIGNATURES_DIR},
+    paths::{signature_file, SIGNATURES_DIR},
 };
 
 /// Why an output does not verify.
@@ -112,7 +112,7 @@ pub fn verify_dir(dir: &Path, key: &PublicKey, reference: Option<&str>) -> Resul
 
     let mut signatures = vec![signature_file(MANIFEST_FILE)];
     for a in &manifest.artifacts {
-        let file = digested_file(a);
+        let file = a.digested_file();
         let sig = read_signature(dir, &file)?;
         // check_artifacts found the file's digest to be the manifest's.
         if !key.verify_digest(&parse_digest(&a.sha256), &sig) {
@@ -147,7 +147,7 @@ fn diagnose_manifest_signature(dir: &Path, bytes: &[u8], key: &PublicKey) -> Ver
         return if signed_anything(dir, key) { edited } else { wrong_manifest_key(key) };
     };
     let key_signed_an_artifact = manifest.artifacts.iter().any(|a| {
-        let file = digested_file(a);
+        let file = a.digested_file();
         let Ok(sig) = read_signature(dir, &file) else { return false };
         key.verify_digest(&parse_digest(&a.sha256), &sig)
     });
@@ -200,7 +200,7 @@ fn signed_anything(dir: &Path, key: &PublicKey) -> bool {
 pub fn check_artifacts(dir: &Path, manifest: &Manifest) -> Result<Vec<VerifiedArtifact>, VerifyError> {
     let mut found = Vec::new();
     for a in &manifest.artifacts {
-        let path = dir.join(digested_file(a));
+        let path = dir.join(a.digested_file());
         if !path.exists() {
             return Err(VerifyError::ArtifactMissing { path: a.path.clone() });
         }

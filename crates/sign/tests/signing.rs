@@ -12,7 +12,7 @@ use kiln_sign::{
     blob::parse_signature,
     cosign::{self, SIGNATURE_ANNOTATION, SIGNATURE_ARTIFACT_TYPE, SIMPLE_SIGNING_MEDIA_TYPE},
     keys::{self, write_key_pair, KeyError, KeySource, ENV_KEY, ENV_PASSWORD},
-    paths::{digested_file, signature_file},
+    paths::signature_file,
     sign_dir, sign_files, sign_images, verify_dir, PublicKey, SignOptions, SigningKey,
 };
 use sigstore::crypto::{signing_key::SigStoreKeyPair, CosignVerificationKey, Signature, SigningScheme};
@@ -114,7 +114,7 @@ fn openssl_verifies_every_signature_of_a_signed_output() {
     std::fs::write(&public, key.public_key().to_pem()).unwrap();
 
     let manifest = Manifest::read(&out.dir).unwrap();
-    let mut files: Vec<String> = manifest.artifacts.iter().map(digested_file).collect();
+    let mut files: Vec<String> = manifest.artifacts.iter().map(|a| a.digested_file()).collect();
     files.push("manifest.json".into());
     assert_eq!(report.signatures.len(), files.len());
     assert_eq!(report.signatures.last().map(String::as_str), Some("signatures/manifest.json.sig"));

@@ -466,6 +466,10 @@ mod tests {
         assert!(glob_match("*.service", "a.service") && !glob_match("*.service", "a.socket"));
         assert!(glob_match("a*b*c", "aXbYbc") && !glob_match("a*b", "aXbY"));
         assert!(glob_match("*", "") && !glob_match("?", ""));
+        // Allowlisted paths of special-files checks: `*` also spans `/`.
+        assert!(glob_match("/usr/lib/*/ssh-keysign", "/usr/lib/openssh/ssh-keysign"));
+        assert!(glob_match("/tmp", "/tmp") && !glob_match("/tmp", "/tmp/x"));
+        assert!(!glob_match("/usr/bin/su", "/usr/bin/sudo"));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::{cell::OnceCell, collections::BTreeMap, time::Instant};
 use kiln_contract::{model::ConfigFormat, Check, FileKind, Match, PackageState, ServiceState};
 use kiln_systemd::{Found, ServiceError, UnitSource, UnitState};
 
+use crate::runtime::evaluate::glob_match;
 use crate::{
     image::{Entry, EntryKind, ImageConfig, ImageError, RootFs},
     outcome::{CheckError, CheckResult, Outcome},
@@ -522,7 +523,7 @@ fn config(
                     .unwrap_or_default()
                     .into_iter()
                     .map(|e| e.path)
-                    .filter(|p| facts::glob_match(pattern, p))
+                    .filter(|p| glob_match(pattern, p))
                     .collect();
                 out.sort();
                 out
@@ -605,7 +606,7 @@ fn special_files(
     world_writable: bool,
     allow: &[String],
 ) -> Result<Outcome, CheckError> {
-    let allowed = |p: &str| allow.iter().any(|a| facts::glob_match(a, p));
+    let allowed = |p: &str| allow.iter().any(|a| glob_match(a, p));
     let mut offenders = Vec::new();
     for e in ctx.entries()? {
         if allowed(&e.path) {
