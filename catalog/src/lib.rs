@@ -1,4 +1,6 @@
 //! kiln's catalog: where certified images are stored, given a lifecycle and resolved by contract.
 //!
-//! The store, publishing, lifecycle and the HTTP API land here; until then the crate only marks the
-//! place in the workspace (see `runbook/ARCHITECTURE.md`).
+//! Pure parts: the [`model`], the resolver ([`resolve`]), the lifecycle rules ([`lifecycle`]) and the
+//! release notes ([`notes`]). See `runbook/ARCHITECTURE.md` for the map.
+
+pub mod model;
