@@ -163,7 +163,12 @@ fn debian_minimal_artifacts_pass_the_real_tools() {
     let kinds: Vec<&str> = arts.iter().map(|(k, _, _)| k.as_str()).collect();
     assert_eq!(kinds, ["raw", "qcow2", "oci", "sbom", "materials"]);
     for (kind, path, sha) in &arts {
-        let file = if kind == "oci" { b.out.join(path).join("index.json") } else { b.out.join(path) };
+        // An OCI layout is recorded by its image manifest blob, the one index.json lists.
+        let file = if kind == "oci" {
+            b.out.join(path).join("blobs/sha256").join(sha.strip_prefix("sha256:").unwrap())
+        } else {
+            b.out.join(path)
+        };
         assert_eq!(&sha256_file(&file), sha, "{kind} digest in manifest.json");
     }
     // The SBOM lists every installed package with the digest of the .deb the build resolved for it.
@@ -235,7 +240,12 @@ fn debian_minimal_artifacts_pass_the_real_tools() {
         .arg(format!("oci:{}:1.0.0", b.out.join("oci").display()))))
     .unwrap();
     assert_eq!(inspect["Labels"]["org.opencontainers.image.title"], "debian-minimal");
+    // manifest.json's OCI digest is the image digest as skopeo (and a registry) reports it, and the image
+    // manifest index.json lists.
+    let (_, _, oci_digest) = arts.iter().find(|(k, _, _)| k == "oci").unwrap();
+    assert_eq!(inspect["Digest"].as_str(), Some(oci_digest.as_str()), "{inspect}");
     let index: Value = serde_json::from_slice(&fs_err::read(b.out.join("oci/index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["digest"].as_str(), Some(oci_digest.as_str()));
     let ann = &index["manifests"][0]["annotations"];
     assert_eq!(ann["org.opencontainers.image.ref.name"], "1.0.0");
     assert_eq!(ann["org.opencontainers.image.version"], "1.0.0");

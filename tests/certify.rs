@@ -110,6 +110,11 @@ fn debian_minimal_is_certified_for_the_contracts_it_claims() {
     let artifacts: std::collections::BTreeSet<&str> =
         base.iter().filter_map(|c| c["artifact"].as_str()).collect();
     assert!(artifacts.contains("disk.raw") && artifacts.contains("oci"), "{artifacts:?}");
+    // The OCI image is certified under its image manifest digest, the one its index.json lists.
+    let oci = report["artifacts"].as_array().unwrap().iter().find(|a| a["kind"] == "oci").unwrap();
+    let index: Value = serde_json::from_slice(&fs_err::read(out.join("oci/index.json")).unwrap()).unwrap();
+    assert_eq!(oci["sha256"], index["manifests"][0]["digest"], "{index}");
+    assert_eq!(oci["size"], index["manifests"][0]["size"], "{index}");
 
     // The report is on disk, listed with its digest in the manifest; the artifacts did not change.
     let on_disk: Value =

@@ -1,6 +1,8 @@
 //! `kiln keygen`, `kiln sign`, `kiln verify` on a real, certified build (debian-base-oci from the mirror):
 //! the key pair in cosign's formats, signatures openssl checks, the OCI signature and the provenance in the
-//! output, `kiln verify` passing, then failing with its own message on a flipped byte and a wrong key.
+//! output, the OCI image's digest the same in the certification report and the signed manifest, `kiln verify`
+//! passing, then failing with its own message on a flipped byte, a wrong key and a layout whose index.json
+//! no longer lists the recorded image.
 //! Needs root (building) and the Debian mirror, like tests/build.rs; openssl checks the signatures.
 
 use std::{
@@ -78,6 +80,14 @@ fn a_certified_build_is_signed_and_verified_and_tampering_is_caught() {
         "build",
     );
     ok(kiln(&["-q", "test", out.to_str().unwrap()]), "test");
+    let read_json =
+        |rel: &str| -> Value { serde_json::from_slice(&fs_err::read(out.join(rel)).unwrap()).unwrap() };
+    let oci_of = |artifacts: &Value| -> Value {
+        artifacts.as_array().unwrap().iter().find(|a| a["kind"] == "oci").expect("an oci artifact").clone()
+    };
+    let certified_oci = oci_of(&read_json("report/certification.json")["artifacts"]);
+    let tested_oci = oci_of(&read_json("manifest.json")["artifacts"]);
+    assert_eq!(certified_oci, tested_oci);
 
     let keys = work("keys");
     fs_err::create_dir_all(&keys).unwrap();
@@ -100,6 +110,12 @@ fn a_certified_build_is_signed_and_verified_and_tampering_is_caught() {
     assert_eq!(signed["provenance"], true);
     assert_eq!(signed["images"].as_array().unwrap().len(), 1);
 
+    // The OCI image keeps one identity through test and sign: the digest the certification report lists
+    // is the one the signed manifest.json lists, the image the cosign signature names.
+    let signed_oci = oci_of(&read_json("manifest.json")["artifacts"]);
+    assert_eq!(signed_oci, certified_oci, "signing changed the OCI artifact's digest");
+    assert_eq!(signed["images"][0]["digest"], certified_oci["sha256"]);
+
     // The manifest lists the SBOM, the provenance and the certification; openssl checks each signature.
     let manifest: Value = serde_json::from_slice(&fs_err::read(out.join("manifest.json")).unwrap()).unwrap();
     let kinds: Vec<&str> =
@@ -110,7 +126,12 @@ fn a_certified_build_is_signed_and_verified_and_tampering_is_caught() {
     assert!(openssl_verifies(&public, &out.join("signatures/manifest.json.sig"), &out.join("manifest.json")));
     for a in manifest["artifacts"].as_array().unwrap() {
         let path = a["path"].as_str().unwrap();
-        let file = if a["kind"] == "oci" { format!("{path}/index.json") } else { path.to_owned() };
+        // An OCI layout's signed file is its image manifest blob.
+        let file = if a["kind"] == "oci" {
+            format!("{path}/blobs/sha256/{}", a["sha256"].as_str().unwrap().strip_prefix("sha256:").unwrap())
+        } else {
+            path.to_owned()
+        };
         let sig = out.join("signatures").join(format!("{file}.sig"));
         assert!(openssl_verifies(&public, &sig, &out.join(&file)), "openssl rejects the signature of {file}");
     }
@@ -120,6 +141,10 @@ fn a_certified_build_is_signed_and_verified_and_tampering_is_caught() {
     let verified: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(verified["verified"], true);
     assert_eq!(verified["images"].as_array().unwrap().len(), 1);
+    assert_eq!(verified["images"][0]["digest"], certified_oci["sha256"]);
+    assert!(verified["artifacts"].as_array().unwrap().iter().any(|a| a["kind"] == "oci"
+        && a["sha256"] == certified_oci["sha256"]
+        && a["size"] == certified_oci["size"]));
 
     // Another key: refused, saying so.
     let other = work("other-keys").join("other");
@@ -142,4 +167,18 @@ fn a_certified_build_is_signed_and_verified_and_tampering_is_caught() {
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("sbom.spdx.json"), "{err}");
+    bytes = fs_err::read(&sbom).unwrap();
+    bytes[10] ^= 1;
+    fs_err::write(&sbom, bytes).unwrap();
+    ok(kiln(&["verify", out.to_str().unwrap(), "--key", public.to_str().unwrap()]), "verify, SBOM restored");
+
+    // The layout's index.json no longer lists the image manifest.json records: refused, saying so.
+    let mut index = read_json("oci/index.json");
+    index["manifests"].as_array_mut().unwrap().retain(|e| e["digest"] != certified_oci["sha256"]);
+    fs_err::write(out.join("oci/index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    let o = kiln(&["verify", out.to_str().unwrap(), "--key", public.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let recorded = certified_oci["sha256"].as_str().unwrap();
+    assert!(err.contains(&format!("oci/index.json does not list the image manifest {recorded}")), "{err}");
 }

@@ -18,7 +18,8 @@ pub const OCI_DIR: &str = "oci";
 pub const RAW_FILE: &str = "disk.raw";
 pub const QCOW2_FILE: &str = "disk.qcow2";
 
-/// Write the OCI image layout (one new layer over the parent's, for derived images).
+/// Write the OCI image layout (one new layer over the parent's, for derived images); its artifact is
+/// recorded with the digest and size of the layout's image manifest.
 pub(crate) fn oci(
     plan: &Plan,
     output: &Output,
@@ -85,9 +86,15 @@ pub(crate) fn oci(
         written.manifest_digest().to_oci(),
         written.entries
     );
-    let mut a = artifact(ArtifactKind::Oci, out_dir, &format!("{OCI_DIR}/index.json"))?;
-    a.path = OCI_DIR.to_owned();
-    Ok(a)
+    // The layout is recorded by its image manifest (the one `index.json` lists), not by `index.json`,
+    // which signing later extends: the image digest stays the same from build to test to sign.
+    let manifest = &written.documents.manifest;
+    Ok(Artifact {
+        kind: ArtifactKind::Oci,
+        path: OCI_DIR.to_owned(),
+        sha256: format!("sha256:{}", written.manifest_digest().hex()),
+        size: manifest.bytes.len() as u64,
+    })
 }
 
 /// Write the raw disk (kept when `raw` is an output) and the qcow2 (when `qcow2` is).

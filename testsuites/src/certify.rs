@@ -5,7 +5,10 @@
 //!
 //! The certified artifacts are exactly the tested ones: their digests are checked against the manifest
 //! before the tests and again after them, and nothing writes to them (the VM boots from a throwaway
-//! overlay). A qcow2 disk is certified as the same disk as the raw one (`qemu-img compare`).
+//! overlay). A qcow2 disk is certified as the same disk as the raw one (`qemu-img compare`). An OCI
+//! layout's digest is its image manifest's (see [`Artifact::digested_file`]), and the image the static
+//! checks read is that one: signing the layout later adds to its `index.json` but never changes it, so the
+//! report's digest is the one the signed `manifest.json` lists.
 
 use std::{
     collections::BTreeMap,
@@ -52,6 +55,10 @@ pub enum CertifyError {
         "{path}: its sha256 is {found}, but manifest.json says {expected}: the artifact is not the one built"
     )]
     DigestMismatch { path: String, expected: String, found: String },
+    #[error(
+        "{path}: the image its index.json names is {found}, but manifest.json records image manifest {expected}"
+    )]
+    OciImageNotRecorded { path: String, expected: String, found: String },
     #[error("{path} changed while it was tested (sha256 {before} before, {after} after)")]
     ChangedDuringTest { path: String, before: String, after: String },
     #[error("the output has no artifact to test (no raw disk, qcow2 or OCI image)")]
@@ -133,7 +140,8 @@ pub struct RuntimeSummary {
 pub struct Certification {
     pub schema: &'static str,
     pub image: ImageRef,
-    /// Every artifact tested, with the digest verified before and after the tests.
+    /// Every artifact tested, with the digest verified before and after the tests (for an OCI layout, that
+    /// of its image manifest).
     pub artifacts: Vec<Artifact>,
     pub contracts: Vec<ContractReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -247,6 +255,13 @@ pub fn certify(
     }
     if let Some(a) = oci {
         let image = OciImage::open(&dir.join(&a.path))?;
+        if image.manifest_digest() != a.sha256 {
+            return Err(CertifyError::OciImageNotRecorded {
+                path: a.path.clone(),
+                expected: a.sha256.clone(),
+                found: image.manifest_digest().to_owned(),
+            });
+        }
         let ctx = StaticContext::new(&image, Some(image.config()));
         for (key, req) in &statics {
             rows.entry((*key).clone())

@@ -13,7 +13,8 @@
 //!   image manifest's descriptor, listed in `index.json` (no tag; found through its subject).
 //!
 //! The image manifest itself and its blobs do not change, so the image's digest stays what was built and
-//! tested; `index.json` does change. Signing again replaces kiln's earlier signature of the same image.
+//! tested; `index.json` does change (which is why `manifest.json` records an OCI layout by its image
+//! manifest, not by `index.json`). Signing again replaces kiln's earlier signature of the same image.
 //! Documents are built purely ([`signature_documents`], [`add_to_index`]); [`sign_layout`] and
 //! [`verify_layout`] do the layout I/O (blobs written content-addressed, `index.json` replaced atomically).
 

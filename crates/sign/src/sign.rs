@@ -1,28 +1,29 @@
-//! Signing a build output folder (`kiln sign DIR --key K`).
+//! Signing a build output folder (`kiln sign DIR --key K`):
+//! 1. every artifact is checked against `manifest.json` (digest and size, every OCI blob, the image
+//!    manifest listed in `index.json`): only an output that is as built and tested gets signed;
+//! 2. each OCI image is signed in cosign's format inside its layout (see [`crate::cosign`]). That adds
+//!    blobs and `index.json` entries, but the image manifest and its blobs do not change, and
+//!    `manifest.json` records the OCI artifact by its image manifest digest: the digest the tests certified
+//!    is the one signed, and `manifest.json` is not touched;
+//! 3. each artifact gets `signatures/FILE.sig` (FILE as [`Artifact::digested_file`] names it: for an OCI
+//!    layout its image manifest blob), and `manifest.json` gets `signatures/manifest.json.sig`, last (see
+//!    [`crate::paths`]).
 //!
-//! The order matters, because signing the OCI image changes its layout's `index.json`, whose digest
-//! `manifest.json` lists:
-//! 1. every artifact is checked against `manifest.json` (digest and size, every OCI blob): only an output
-//!    that is as built and tested gets signed;
-//! 2. each OCI image is signed in cosign's format inside its layout (see [`crate::cosign`]); the image
-//!    manifest and its blobs do not change, so the image digest the tests certified is the one signed;
-//! 3. `manifest.json` records the layout's new `index.json` digest and size (the only change to it);
-//! 4. each artifact file gets `signatures/FILE.sig`, and `manifest.json` gets
-//!    `signatures/manifest.json.sig`, last (see [`crate::paths`]).
-//!
-//! [`sign_dir`] does it all; [`sign_images`] (1–3) and [`sign_files`] (1, 4) let a caller add artifacts
-//! that name the final digests (a provenance attestation) in between.
+//! [`sign_dir`] does it all; [`sign_images`] (1–2) and [`sign_files`] (1, 3) let a caller add artifacts
+//! that name the signed image (a provenance attestation) in between.
 //!
 //! The signatures folder is written aside and swapped in, so an interrupted signing leaves the earlier
 //! signatures or the new ones. Signing is deterministic (RFC 6979): the same output and key give the same
 //! files.
+//!
+//! [`Artifact::digested_file`]: kiln_blueprint::manifest::Artifact::digested_file
 
 use std::path::{Path, PathBuf};
 
 use kiln_blueprint::manifest::{ArtifactKind, Manifest, ManifestError, MANIFEST_FILE};
 
 use crate::{
-    blob::{encode_signature, sha256_file, sha256_string},
+    blob::encode_signature,
     cosign::{self, CosignError, SignedImage},
     keys::SigningKey,
     paths::{signature_file, SIGNATURES_DIR},
@@ -68,37 +69,29 @@ pub struct SignReport {
 /// Sign the build output in `dir` with `key`: [`sign_images`], then [`sign_files`].
 pub fn sign_dir(dir: &Path, key: &SigningKey, opts: &SignOptions) -> Result<SignReport, SignError> {
     let images = sign_images(dir, key, opts)?;
-    // sign_images has just checked every artifact and recorded the only ones it changed.
+    // sign_images has just checked every artifact; signing the images changed none of them.
     let mut report = write_signatures(dir, key)?;
     report.images = images;
     Ok(report)
 }
 
-/// Steps 1–3: check the output, sign each OCI image inside its layout, and record the layouts' new
-/// `index.json` in `manifest.json`. A caller that adds artifacts derived from the signed output (an
-/// attestation naming the artifacts' final digests) does so between this and [`sign_files`].
+/// Steps 1–2: check the output and sign each OCI image inside its layout. `manifest.json` is left as it
+/// is: it records each layout's image manifest, which signing does not change. A caller that adds
+/// artifacts naming the signed images (an attestation) does so between this and [`sign_files`].
 pub fn sign_images(dir: &Path, key: &SigningKey, opts: &SignOptions) -> Result<Vec<SignedImage>, SignError> {
-    let mut manifest = Manifest::read(dir)?;
+    let manifest = Manifest::read(dir)?;
     check_artifacts(dir, &manifest).map_err(SignError::NotAsBuilt)?;
     let reference = opts.reference.clone().unwrap_or_else(|| manifest.name.clone());
     let mut images = Vec::new();
-    let oci: Vec<_> = manifest.artifacts.iter().filter(|a| a.kind == ArtifactKind::Oci).cloned().collect();
-    for mut a in oci {
+    for a in manifest.artifacts.iter().filter(|a| a.kind == ArtifactKind::Oci) {
         let signed = cosign::sign_layout(&dir.join(&a.path), &reference, key)
             .map_err(|source| SignError::Cosign { artifact: a.path.clone(), source })?;
         images.extend(signed);
-        let index = dir.join(a.digested_file());
-        a.sha256 = sha256_string(&sha256_file(&index).map_err(io(&index))?);
-        a.size = std::fs::metadata(&index).map_err(io(&index))?.len();
-        manifest.put(a)?;
-    }
-    if Manifest::read(dir)? != manifest {
-        manifest.write(dir)?;
     }
     Ok(images)
 }
 
-/// Step 4: check the output again, then write `signatures/FILE.sig` for every artifact file and
+/// Step 3: check the output again, then write `signatures/FILE.sig` for every artifact file and
 /// `signatures/manifest.json.sig` last. The report's `images` is empty (see [`sign_images`]).
 pub fn sign_files(dir: &Path, key: &SigningKey) -> Result<SignReport, SignError> {
     check_artifacts(dir, &Manifest::read(dir)?).map_err(SignError::NotAsBuilt)?;

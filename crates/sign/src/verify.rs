@@ -1,6 +1,7 @@
 //! Verifying a signed build output: `manifest.json`'s signature first (it is the root of trust), then every
-//! artifact against the digest and size the manifest lists (an OCI layout down to each blob its
-//! `index.json` reaches), every artifact's own signature, and the OCI image's cosign signatures.
+//! artifact against the digest and size the manifest lists (an OCI layout by its image manifest, which its
+//! `index.json` must list, and down to each blob `index.json` reaches), every artifact's own signature, and
+//! the OCI image's cosign signatures.
 //!
 //! Each way an output can be wrong has its own [`VerifyError`] naming the file: a changed byte, two
 //! artifacts swapped, a missing artifact or signature, a signature by another key, a truncated or garbled
@@ -62,6 +63,11 @@ pub enum VerifyError {
     OciDocument { path: String, reason: String },
     #[error("{path}: OCI digest `{digest}` is not sha256")]
     OciDigestAlgorithm { path: String, digest: String },
+    #[error(
+        "{path} does not list the image manifest {digest} that manifest.json records for {layout} \
+         (it lists: {listed})"
+    )]
+    OciImageNotListed { path: String, layout: String, digest: String, listed: String },
     #[error("{artifact}: {source}")]
     Cosign {
         artifact: String,
@@ -162,7 +168,7 @@ fn wrong_manifest_key(key: &PublicKey) -> VerifyError {
     VerifyError::WrongKey { file: MANIFEST_FILE.to_owned(), key: key.fingerprint() }
 }
 
-/// Whether any small signed file under `signatures/` (a report, an SBOM, `oci/index.json`) verifies with
+/// Whether any small signed file under `signatures/` (a report, an SBOM, an OCI image manifest) verifies with
 /// `key`: evidence the key is the signer's even when the manifest lists other digests.
 fn signed_anything(dir: &Path, key: &PublicKey) -> bool {
     const SMALL: u64 = 64 << 20;
@@ -195,25 +201,36 @@ fn signed_anything(dir: &Path, key: &PublicKey) -> bool {
 }
 
 /// Check every artifact of `manifest` in `dir` against its digest and size (no signature involved): a
-/// missing file, two artifacts swapped, changed content, and for an OCI layout every blob its `index.json`
-/// reaches.
+/// missing file, two artifacts swapped, changed content; for an OCI layout, its image manifest (the blob
+/// [`Artifact::digested_file`] names), listed in its `index.json`, and every blob `index.json` reaches.
+///
+/// [`Artifact::digested_file`]: kiln_blueprint::manifest::Artifact::digested_file
 pub fn check_artifacts(dir: &Path, manifest: &Manifest) -> Result<Vec<VerifiedArtifact>, VerifyError> {
     let mut found = Vec::new();
     for a in &manifest.artifacts {
-        let path = dir.join(a.digested_file());
+        // A layout must list the image manifest.json records before that image is looked at.
+        let index = match a.kind {
+            ArtifactKind::Oci => Some(listing_index(dir, &a.path, &a.sha256)?),
+            _ => None,
+        };
+        let file = a.digested_file();
+        let path = dir.join(&file);
         if !path.exists() {
-            return Err(VerifyError::ArtifactMissing { path: a.path.clone() });
+            return Err(match a.kind {
+                ArtifactKind::Oci => VerifyError::OciBlobMissing { path: file },
+                _ => VerifyError::ArtifactMissing { path: a.path.clone() },
+            });
         }
         let digest = sha256_string(&sha256_file(&path).map_err(io(path.clone()))?);
         let size = std::fs::metadata(&path).map_err(io(path.clone()))?.len();
-        found.push((a, digest, size));
+        found.push((a, digest, size, index));
     }
     let mut verified = Vec::new();
-    for (a, digest, size) in &found {
+    for (a, digest, size, index) in &found {
         if *digest != a.sha256 {
-            let other = found.iter().find(|(o, _, _)| o.path != a.path && o.sha256 == *digest);
+            let other = found.iter().find(|(o, _, _, _)| o.path != a.path && o.sha256 == *digest);
             return Err(match other {
-                Some((o, _, _)) => VerifyError::Swapped {
+                Some((o, _, _, _)) => VerifyError::Swapped {
                     path: a.path.clone(),
                     other: o.path.clone(),
                     expected: a.sha256.clone(),
@@ -229,8 +246,8 @@ pub fn check_artifacts(dir: &Path, manifest: &Manifest) -> Result<Vec<VerifiedAr
         if *size != a.size {
             return Err(VerifyError::SizeMismatch { path: a.path.clone(), expected: a.size, found: *size });
         }
-        if a.kind == ArtifactKind::Oci {
-            check_layout(dir, &a.path)?;
+        if let Some(index) = index {
+            check_layout(dir, &a.path, index)?;
         }
         verified.push(VerifiedArtifact {
             kind: a.kind,
@@ -242,13 +259,34 @@ pub fn check_artifacts(dir: &Path, manifest: &Manifest) -> Result<Vec<VerifiedAr
     Ok(verified)
 }
 
-/// Every blob the layout `DIR/rel`'s `index.json` reaches (manifests, nested indexes, configs, layers),
-/// present with its descriptor's size and digest.
-fn check_layout(dir: &Path, rel: &str) -> Result<(), VerifyError> {
+/// The `index.json` of the layout `DIR/rel`, which must list the image manifest `image` (`sha256:…`, as
+/// manifest.json records it) as an image manifest entry (not inside a nested index).
+fn listing_index(dir: &Path, rel: &str, image: &str) -> Result<ImageIndex, VerifyError> {
+    if !dir.join(rel).exists() {
+        return Err(VerifyError::ArtifactMissing { path: rel.to_owned() });
+    }
     let index_path = format!("{rel}/index.json");
     let index = read(&dir.join(&index_path))?;
     let index = ImageIndex::from_reader(&index[..])
-        .map_err(|e| VerifyError::OciDocument { path: index_path, reason: e.to_string() })?;
+        .map_err(|e| VerifyError::OciDocument { path: index_path.clone(), reason: e.to_string() })?;
+    let lists_image =
+        |d: &Descriptor| *d.media_type() == MediaType::ImageManifest && d.digest().to_string() == image;
+    if index.manifests().iter().any(lists_image) {
+        return Ok(index);
+    }
+    let entries: Vec<String> =
+        index.manifests().iter().map(|d| format!("{} {}", d.media_type(), d.digest())).collect();
+    Err(VerifyError::OciImageNotListed {
+        path: index_path,
+        layout: rel.to_owned(),
+        digest: image.to_owned(),
+        listed: if entries.is_empty() { "nothing".to_owned() } else { entries.join(", ") },
+    })
+}
+
+/// Every blob the layout `DIR/rel`'s `index` reaches (manifests, nested indexes, configs, layers), present
+/// with its descriptor's size and digest.
+fn check_layout(dir: &Path, rel: &str, index: &ImageIndex) -> Result<(), VerifyError> {
     let mut seen = BTreeSet::new();
     let mut todo: Vec<Descriptor> = index.manifests().clone();
     while let Some(d) = todo.pop() {

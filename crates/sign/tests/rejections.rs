@@ -2,6 +2,7 @@
 
 mod support;
 
+use kiln_blueprint::manifest::ArtifactKind;
 use kiln_sign::{
     cosign::{self, CosignError},
     sign_dir, verify_dir, PublicKey, SignError, SignOptions, SigningKey, VerifyError,
@@ -182,9 +183,102 @@ fn an_oci_image_without_its_cosign_signature_is_rejected() {
     std::fs::write(root.join("index.json"), serde_json::to_vec(&v).unwrap()).unwrap();
     let err = cosign::verify_layout(&root, &key.public_key(), None).unwrap_err();
     assert!(matches!(err, CosignError::Unsigned { what: "tag sha256-….sig", .. }), "{err}");
-    // Through verify_dir the edited index.json is already a digest mismatch.
+    // manifest.json records the image manifest, which is untouched: verify_dir gets as far as the
+    // cosign signature, and refuses the layout there.
+    let err = verify(&out, &key.public_key());
+    assert!(
+        matches!(&err, VerifyError::Cosign { artifact, source: CosignError::Unsigned { .. } } if artifact == "oci"),
+        "{err}"
+    );
+}
+
+/// `index.json` of the output's layout, parsed.
+fn read_index(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(out.dir.join("oci/index.json")).unwrap()).unwrap()
+}
+
+fn write_index(out: &Output, index: &serde_json::Value) {
+    std::fs::write(out.dir.join("oci/index.json"), serde_json::to_vec(index).unwrap()).unwrap();
+}
+
+/// The OCI artifact's digest as manifest.json records it.
+fn recorded_image(out: &Output) -> String {
+    let m = kiln_blueprint::manifest::Manifest::read(&out.dir).unwrap();
+    m.artifacts.into_iter().find(|a| a.kind == ArtifactKind::Oci).unwrap().sha256
+}
+
+/// Make the layout's tagged image another one: a copy of its manifest with one more annotation, written as
+/// a blob and named by the image's `index.json` entry. Every blob `index.json` reaches stays intact, and
+/// the recorded manifest blob stays in place. Returns the new image's digest.
+fn repoint_image(out: &Output) -> String {
+    let recorded = recorded_image(out);
+    let blobs = out.dir.join("oci/blobs/sha256");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blobs.join(&recorded[7..])).unwrap()).unwrap();
+    manifest["annotations"] = serde_json::json!({"org.example.replaced": "yes"});
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    let hex = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    std::fs::write(blobs.join(&hex), &bytes).unwrap();
+    let mut index = read_index(out);
+    let entry =
+        index["manifests"].as_array_mut().unwrap().iter_mut().find(|e| e["digest"] == recorded.as_str());
+    let entry = entry.expect("index.json lists the recorded image");
+    entry["digest"] = format!("sha256:{hex}").into();
+    entry["size"] = bytes.len().into();
+    write_index(out, &index);
+    format!("sha256:{hex}")
+}
+
+#[test]
+fn a_layout_whose_index_no_longer_lists_the_recorded_image_is_rejected() {
+    let (out, key) = signed();
+    let recorded = recorded_image(&out);
+    let other = repoint_image(&out);
+    let err = verify(&out, &key.public_key());
+    let VerifyError::OciImageNotListed { path, layout, digest, listed } = &err else { panic!("{err}") };
+    assert_eq!(
+        (path.as_str(), layout.as_str(), digest.as_str()),
+        ("oci/index.json", "oci", recorded.as_str())
+    );
+    assert!(listed.contains(&other), "{listed}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "oci/index.json does not list the image manifest {recorded} that manifest.json records for oci"
+        )),
+        "{text}"
+    );
+
+    // Nor is such a layout signed.
+    let out = output();
+    repoint_image(&out);
+    let err = sign_dir(&out.dir, &SigningKey::generate(), &SignOptions::default()).unwrap_err();
+    assert!(matches!(err, SignError::NotAsBuilt(VerifyError::OciImageNotListed { .. })), "{err}");
+    assert!(!out.dir.join("signatures").exists());
+}
+
+#[test]
+fn a_layout_listing_no_image_at_all_is_rejected() {
+    let (out, key) = signed();
+    let mut index = read_index(&out);
+    index["manifests"] = serde_json::json!([]);
+    write_index(&out, &index);
+    let err = verify(&out, &key.public_key());
+    assert!(matches!(&err, VerifyError::OciImageNotListed { listed, .. } if listed == "nothing"), "{err}");
+}
+
+#[test]
+fn a_changed_or_missing_image_manifest_blob_is_caught() {
+    let (out, key) = signed();
+    let blob = out.dir.join("oci/blobs/sha256").join(&recorded_image(&out)[7..]);
+    flip_byte(&blob, 20);
     let err = verify(&out, &key.public_key());
     assert!(matches!(&err, VerifyError::DigestMismatch { path, .. } if path == "oci"), "{err}");
+
+    std::fs::remove_file(&blob).unwrap();
+    let err = verify(&out, &key.public_key());
+    let VerifyError::OciBlobMissing { path } = &err else { panic!("{err}") };
+    assert_eq!(out.dir.join(path), blob);
 }
 
 #[test]

@@ -138,6 +138,7 @@ fn openssl_verifies_every_signature_of_a_signed_output() {
 #[test]
 fn a_signed_output_verifies_and_signing_is_reproducible() {
     let out = output();
+    let unsigned = Manifest::read(&out.dir).unwrap();
     let key = SigningKey::generate();
     let first = sign_dir(&out.dir, &key, &SignOptions::default()).unwrap();
     let report = verify_dir(&out.dir, &key.public_key(), Some("debian-minimal")).unwrap();
@@ -151,11 +152,19 @@ fn a_signed_output_verifies_and_signing_is_reproducible() {
         s
     });
 
-    // The manifest records the signed layout's index.json; the image manifest itself is unchanged.
+    // The manifest still records the image manifest it recorded before signing (the image the cosign
+    // signature names), and its signature file is named after it.
     let m = Manifest::read(&out.dir).unwrap();
     let oci = m.artifacts.iter().find(|a| a.kind == ArtifactKind::Oci).unwrap();
-    let index = std::fs::read(out.dir.join("oci/index.json")).unwrap();
-    assert_eq!(oci.sha256, format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&index))));
+    assert_eq!(Some(oci), unsigned.artifacts.iter().find(|a| a.kind == ArtifactKind::Oci));
+    assert_eq!(oci.sha256, first.images[0].digest);
+    let blob = std::fs::read(out.dir.join(oci.digested_file())).unwrap();
+    assert_eq!(oci.sha256, format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&blob))));
+    assert_eq!(oci.size, blob.len() as u64);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.dir.join("oci/index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 3, "the image, its signature tag and referrer");
+    assert!(first.signatures.contains(&format!("signatures/oci/blobs/sha256/{}.sig", &oci.sha256[7..])));
 
     // Signing again with the same key changes nothing: no new signature manifests pile up.
     let snapshot = |d: &Path| {
@@ -330,10 +339,14 @@ fn the_oci_signature_verifies_with_sigstore_and_has_cosigns_shape() {
 fn an_attestation_added_between_image_and_file_signing_is_signed_too() {
     let out = output();
     let key = SigningKey::generate();
+    let unsigned = std::fs::read(out.dir.join("manifest.json")).unwrap();
     let images = sign_images(&out.dir, &key, &SignOptions::default()).unwrap();
+    // Signing the image leaves manifest.json as it was: it records the image the signature names.
+    assert_eq!(std::fs::read(out.dir.join("manifest.json")).unwrap(), unsigned);
     // What a provenance step does: read the final digests, write a file, list it.
     let m = Manifest::read(&out.dir).unwrap();
     let oci = m.artifacts.iter().find(|a| a.kind == ArtifactKind::Oci).unwrap();
+    assert_eq!(oci.sha256, images[0].digest);
     let statement = format!("{{\"subject\":[{{\"digest\":\"{}\"}}]}}\n", images[0].digest);
     std::fs::write(out.dir.join("provenance.json"), &statement).unwrap();
     let mut m2 = m.clone();

@@ -1,5 +1,6 @@
 //! A small build output folder standing in for a real one: raw and qcow2 "disks" (patterned bytes), an OCI
-//! layout written with kiln-oci from a tiny tree, a report and an SBOM, and the manifest listing them.
+//! layout written with kiln-oci from a tiny tree, a report and an SBOM, and the manifest listing them (the
+//! OCI layout by its image manifest, as the builder records it).
 #![allow(dead_code)]
 
 use std::{
@@ -48,7 +49,7 @@ pub fn output() -> Output {
     std::fs::write(tree.join("etc/os-release"), b"ID=debian\nVERSION_ID=12\n").unwrap();
     std::fs::write(tree.join("etc/hostname"), b"kiln\n").unwrap();
     let spec = kiln_oci::ImageSpec::new("1.0.0", 1_700_000_000);
-    kiln_oci::write_image(
+    let written = kiln_oci::write_image(
         &tree,
         &dir.join("oci"),
         &spec,
@@ -61,7 +62,8 @@ pub fn output() -> Output {
     for a in [
         artifact(&dir, ArtifactKind::Raw, "disk.raw", "disk.raw"),
         artifact(&dir, ArtifactKind::Qcow2, "disk.qcow2", "disk.qcow2"),
-        artifact(&dir, ArtifactKind::Oci, "oci", "oci/index.json"),
+        // An OCI layout is recorded by its image manifest blob.
+        artifact(&dir, ArtifactKind::Oci, "oci", &image_manifest_blob(&written)),
         artifact(&dir, ArtifactKind::Sbom, "sbom.spdx.json", "sbom.spdx.json"),
         artifact(&dir, ArtifactKind::Report, "report/certification.json", "report/certification.json"),
         artifact(&dir, ArtifactKind::Report, "report/junit.xml", "report/junit.xml"),
@@ -70,6 +72,11 @@ pub fn output() -> Output {
     }
     m.write(&dir).unwrap();
     Output { _tmp: tmp, dir }
+}
+
+/// The image manifest blob of a layout kiln-oci wrote, relative to the output folder.
+fn image_manifest_blob(written: &kiln_oci::WrittenImage) -> String {
+    format!("oci/blobs/sha256/{}", written.manifest_digest().hex())
 }
 
 /// Flip one bit of the byte at `offset` of `path`.
