@@ -3,4 +3,6 @@
 //! Pure parts: the [`model`], the resolver ([`resolve`]), the lifecycle rules ([`lifecycle`]) and the
 //! release notes ([`notes`]). See `runbook/ARCHITECTURE.md` for the map.
 
+pub mod known_issues;
 pub mod model;
+pub mod notes;
