@@ -4,5 +4,7 @@
 //! release notes ([`notes`]). See `runbook/ARCHITECTURE.md` for the map.
 
 pub mod known_issues;
+pub mod lifecycle;
 pub mod model;
 pub mod notes;
+pub mod resolve;
