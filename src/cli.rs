@@ -54,6 +54,23 @@ pub enum Command {
     Sign(SignArgs),
     /// Check a signed build output offline: every signature, digest and the OCI image signatures.
     Verify(VerifyArgs),
+    /// Publish a signed, certified build output to a catalog (a URL, or a catalog folder on this machine).
+    ///
+    /// Uploads the files the catalog lacks, then records the version in one transaction: all of it or
+    /// nothing. Publishing the same image again changes nothing; another image under a published version
+    /// is refused. The catalog verifies the signatures with its trusted keys and the certification report.
+    Publish(PublishArgs),
+    /// Move a family's channel (`stable`, `candidate`, custom) to a version; audited.
+    Promote(PromoteArgs),
+    /// Change a version's lifecycle by hand (supported, deprecation and end-of-life dates, revocation);
+    /// audited. Revoking flags every image built FROM the version.
+    Lifecycle(LifecycleArgs),
+    /// The newest version of a family certified for every requested contract range, and why newer ones
+    /// were passed over.
+    Resolve(ResolveArgs),
+    /// Run and administer a catalog: serve it, list what it holds, tokens, audit log, garbage collection.
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
     /// Print a shell completion script for kiln.
     Completions {
         /// bash, zsh, fish, elvish or powershell
@@ -169,6 +186,180 @@ pub struct VerifyArgs {
     /// Require the OCI signature to name this repository.
     #[arg(long, value_name = "REF")]
     pub reference: Option<String>,
+}
+
+/// Where the catalog is.
+#[derive(Debug, Args)]
+pub struct CatalogTarget {
+    /// The catalog: its URL (`http://host:port`) or its data folder on this machine.
+    #[arg(long, value_name = "URL|PATH", env = "KILN_CATALOG")]
+    pub catalog: String,
+    /// A token for a catalog URL (scopes: read, publish, promote, lifecycle, admin).
+    #[arg(long, value_name = "TOKEN", env = "KILN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// A signed build output folder whose certification passed.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub target: CatalogTarget,
+    /// Known issues to attach to the release notes [default: the nearest `runbook/known-issues.toml`].
+    #[arg(long, value_name = "FILE")]
+    pub known_issues: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    pub family: String,
+    pub version: String,
+    /// The channel to move.
+    #[arg(long, default_value = "stable")]
+    pub channel: String,
+    #[command(flatten)]
+    pub target: CatalogTarget,
+}
+
+#[derive(Debug, Args)]
+pub struct LifecycleArgs {
+    pub family: String,
+    pub version: String,
+    /// Declare the version supported (`--supported=false`: back to candidate).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub supported: Option<bool>,
+    /// Deprecated from this day (YYYY-MM-DD), or `none` to clear.
+    #[arg(long, value_name = "DATE|none")]
+    pub deprecate_on: Option<String>,
+    /// End of life from this day (YYYY-MM-DD), or `none` to clear.
+    #[arg(long, value_name = "DATE|none")]
+    pub end_of_life_on: Option<String>,
+    /// Revoke the version for this reason (flags every image built FROM it). Cannot be undone.
+    #[arg(long, value_name = "REASON")]
+    pub revoke: Option<String>,
+    #[command(flatten)]
+    pub target: CatalogTarget,
+}
+
+#[derive(Debug, Args)]
+pub struct ResolveArgs {
+    pub family: String,
+    /// A contract range the answer must be certified for (repeatable): `base-os@^1`.
+    #[arg(long = "contract", value_name = "NAME@RANGE")]
+    pub contracts: Vec<String>,
+    /// Only versions this channel ever pointed at.
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// Still supported on this day (YYYY-MM-DD): neither deprecated nor end of life by then.
+    #[arg(long, value_name = "DATE")]
+    pub supported_until: Option<String>,
+    /// Also accept versions in these states (deprecated, end-of-life, revoked; comma-separated).
+    #[arg(long, value_name = "STATES")]
+    pub include: Option<String>,
+    /// List at most this many passed-over versions.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    #[command(flatten)]
+    pub target: CatalogTarget,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CatalogCommand {
+    /// Serve a catalog's HTTP API. A new catalog writes its first admin token to DATA/admin-token (0600).
+    Serve(ServeArgs),
+    /// Create a catalog folder (or add trusted keys to one) without serving it.
+    Init(InitArgs),
+    /// List families; with FAMILY its versions; with FAMILY VERSION one version.
+    Ls {
+        family: Option<String>,
+        version: Option<String>,
+        #[command(flatten)]
+        target: CatalogTarget,
+    },
+    /// A family's channels and their history.
+    Channels {
+        family: String,
+        #[command(flatten)]
+        target: CatalogTarget,
+    },
+    /// A version's release notes.
+    Notes {
+        family: String,
+        version: String,
+        /// markdown, html or json.
+        #[arg(long, default_value = "markdown")]
+        format: String,
+        #[command(flatten)]
+        target: CatalogTarget,
+    },
+    /// The audit log, newest first.
+    Audit {
+        #[arg(long)]
+        family: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[command(flatten)]
+        target: CatalogTarget,
+    },
+    /// Tokens: create, list, revoke.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Remove blobs, uploads and staging folders no version refers to, older than the grace period.
+    Gc {
+        /// Minimum age in seconds of what is removed (a publish in progress keeps its blobs younger).
+        #[arg(long, default_value_t = 3600)]
+        grace: u64,
+        #[command(flatten)]
+        target: CatalogTarget,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; it is printed once.
+    Create {
+        name: String,
+        /// read, publish, promote, lifecycle or admin (repeatable, or comma-separated).
+        #[arg(long = "scope", value_name = "SCOPE", value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+        #[command(flatten)]
+        target: CatalogTarget,
+    },
+    List {
+        #[command(flatten)]
+        target: CatalogTarget,
+    },
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        target: CatalogTarget,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The catalog's data folder (SQLite database, blobs, trusted keys).
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// Trust this public key (PEM) for publishing (repeatable; kept in DATA/trusted-keys).
+    #[arg(long = "trust-key", value_name = "PUB")]
+    pub trust_keys: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub init: InitArgs,
+    /// Address to listen on (port 0: any free port; the address is printed on stdout).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Reads need a token with the `read` scope (default: reads are public).
+    #[arg(long)]
+    pub private_reads: bool,
+    /// Seconds between garbage collections (and the age below which unreferenced blobs are kept).
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    pub gc_every: u64,
 }
 
 fn parse_var(s: &str) -> Result<(String, String), String> {

@@ -69,6 +69,15 @@ fn is_usage(err: &anyhow::Error) -> bool {
                             | LoadError::UnknownVar { .. }
                     )
                 )
+                || e.downcast_ref::<kiln_catalog::client::ClientError>()
+                    .is_some_and(|c| matches!(c.status(), Some(400 | 404)))
+                || e.downcast_ref::<kiln_catalog::CatalogError>().is_some_and(|c| {
+                    matches!(
+                        c,
+                        kiln_catalog::CatalogError::Invalid { .. }
+                            | kiln_catalog::CatalogError::NotFound { .. }
+                    )
+                })
                 || e.downcast_ref::<std::io::Error>()
                     .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
         })

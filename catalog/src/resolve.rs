@@ -739,8 +739,6 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
-
     use serde_json::json;
 
     use super::{testing::*, *};
@@ -1209,12 +1207,10 @@ mod tests {
     }
 
     #[test]
-    fn ten_thousand_versions_answer_quickly_and_briefly() {
+    fn ten_thousand_versions_answer_briefly() {
         let f = big_family(10_000).build();
         let req = ResolveRequest { limit: 20, ..request(&["base-os@^2"]) };
-        let start = Instant::now();
         let r = run(&f, &req);
-        let took = start.elapsed();
         assert_eq!(r.chosen, None);
         assert_eq!(r.passed_over.len(), 20);
         assert_eq!(r.passed_over[0].version, ver("1.9999.0"));
@@ -1228,9 +1224,7 @@ mod tests {
         assert!(r
             .to_string()
             .contains("… and 9980 more (reasons over all: missing-contract 10000, deprecated 10000)"));
-        // Generous (an unoptimized build on a busy machine takes ~5 ms): the walk is linear and allocates for
-        // the 20 listed only.
-        assert!(took < Duration::from_millis(250), "{took:?}");
+        // Speed is measured by bench/catalog.sh, not here.
 
         // The default limit.
         let r = run(&f, &request(&["base-os@^2"]));
@@ -1258,7 +1252,7 @@ mod tests {
     }
 
     #[test]
-    fn a_long_channel_history_over_many_versions_stays_fast_and_exact() {
+    fn a_long_channel_history_over_many_versions_stays_exact() {
         // stable went through every even version of the lower half (5,000 moves), not in order.
         let n = 10_000;
         let moves: Vec<String> =
@@ -1271,9 +1265,7 @@ mod tests {
             limit: 3,
             ..request(&["base-os@^1"])
         };
-        let start = Instant::now();
         let r = run(&f, &req);
-        let took = start.elapsed();
         assert_eq!(chosen(&r).as_deref(), Some("1.4998.0"));
         assert_eq!(
             passed(&r),
@@ -1281,7 +1273,6 @@ mod tests {
         );
         assert_eq!(r.omitted, n / 2 + 1 - 3);
         assert_eq!(r.reason_counts, BTreeMap::from([(ReasonKind::NotInChannel, n / 2 + 1)]));
-        assert!(took < Duration::from_millis(250), "{took:?}");
 
         // Odd versions of the lower half were never stable, even ones were, once the set replaced the scan.
         let f = FamilyBuilder::from_family(f).end_of_life_on("1.4998.0", "2026-01-02").build();

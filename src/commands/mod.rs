@@ -1,6 +1,7 @@
 //! One module per subcommand; each takes its parsed arguments and returns data or an error.
 
 mod build;
+mod catalog;
 mod docs;
 mod plan;
 mod sign;
@@ -17,6 +18,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keygen(args) => sign::keygen(&args, json),
         Command::Sign(args) => sign::sign(&args, json),
         Command::Verify(args) => sign::verify(&args, json),
+        Command::Publish(args) => catalog::publish(&args, json),
+        Command::Promote(args) => catalog::promote(&args, json),
+        Command::Lifecycle(args) => catalog::lifecycle(&args, json),
+        Command::Resolve(args) => catalog::resolve(&args, json),
+        Command::Catalog(cmd) => catalog::catalog(&cmd, json),
         Command::Completions { shell } => docs::completions(shell),
         Command::Man { out } => docs::man(out.as_deref()),
     }
