@@ -315,6 +315,10 @@ pub fn build(plan: &Plan, opts: &BuildOptions) -> Result<BuildReport, BuildError
     manifest.tree_digest = Some(tree_digest.clone());
     manifest.parent = parent.as_ref().map(|p| p.manifest.clone());
     manifest.contracts = plan.image.contracts.iter().map(|c| format!("{}@{}", c.name, c.req)).collect();
+    let policy = &plan.image.lifecycle;
+    if policy.support_months.is_some() || policy.deprecate_after_days.is_some() {
+        manifest.lifecycle = Some(policy.clone());
+    }
     for artifact in crate::sbom::write(&tree, &staging.dir, plan, opts, &manifest, &resolved)? {
         manifest.put(artifact)?;
     }

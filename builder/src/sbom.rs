@@ -4,7 +4,9 @@
 //!   database and copyright files, with the sha256 and archive URL of every `.deb` the build resolved;
 //! - `build/materials.json` (kind `materials`): what `kiln sign` needs for the provenance
 //!   (`kiln_sign::provenance::Materials`): the blueprint, its repository and commit, SOURCE_DATE_EPOCH,
-//!   kiln's version and the resolved `.deb` files.
+//!   kiln's version and the resolved `.deb` files;
+//! - `build/blueprint/FILE` (kind `materials`): the blueprint file as built, so the catalog's release notes
+//!   can show what changed in it from one version to the next.
 //!
 //! Files of the tree are read as the image sees them: symlinks are followed inside the tree, never out of it.
 
@@ -27,6 +29,9 @@ fn read_in_tree(tree: &Path, rel: &str) -> Option<String> {
     let path = resolve_in_root(tree, Path::new(rel), true).ok()?;
     std::fs::read(path).ok().map(|b| String::from_utf8_lossy(&b).into_owned())
 }
+
+/// Where the build output keeps a copy of its blueprint file (kind `materials`).
+pub const BLUEPRINT_DIR: &str = "build/blueprint";
 
 /// Write the SBOM of `tree` and the build materials into `out_dir`; their manifest entries.
 /// `manifest` names the image (name, version, tree digest, parent); `resolved` are the `.deb` files the
@@ -83,9 +88,20 @@ pub(crate) fn write(
     }
     fs_err::write(&materials_path, materials.to_json()).map_err(io(&materials_path))?;
 
+    // The blueprint itself (its digest is the manifest's blueprint_digest): release notes diff it against
+    // the previous version's.
+    let name = plan.blueprint.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let blueprint_rel = format!("{BLUEPRINT_DIR}/{name}");
+    let blueprint_copy = out_dir.join(&blueprint_rel);
+    if let Some(dir) = blueprint_copy.parent() {
+        fs_err::create_dir_all(dir).map_err(io(&dir.to_owned()))?;
+    }
+    fs_err::copy(&plan.blueprint.path, &blueprint_copy).map_err(io(&blueprint_copy))?;
+
     Ok(vec![
         artifact(ArtifactKind::Sbom, out_dir, SBOM_FILE)?,
         artifact(ArtifactKind::Materials, out_dir, MATERIALS_FILE)?,
+        artifact(ArtifactKind::Materials, out_dir, &blueprint_rel)?,
     ])
 }
 

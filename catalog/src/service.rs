@@ -754,8 +754,10 @@ impl Catalog {
 
 /// The family's lifecycle policy as the build recorded it from the blueprint.
 fn policy_of(m: &Manifest) -> LifecyclePolicy {
-    let _ = m;
-    LifecyclePolicy::default()
+    m.lifecycle.as_ref().map_or_else(LifecyclePolicy::default, |p| LifecyclePolicy {
+        support_months: p.support_months,
+        deprecate_after_days: p.deprecate_after_days,
+    })
 }
 
 /// The bytes release notes read from a version's bundle.

@@ -37,6 +37,9 @@ pub struct Manifest {
     /// The contracts the blueprint claims, as requests (`base-os@^1`); `kiln test` certifies against them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub contracts: Vec<String>,
+    /// The blueprint's lifecycle policy, from which the catalog dates the version's support.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<crate::model::LifecyclePolicy>,
     pub artifacts: Vec<Artifact>,
 }
 
@@ -147,6 +150,7 @@ impl Manifest {
             tree_digest: None,
             parent: None,
             contracts: Vec::new(),
+            lifecycle: None,
             artifacts: Vec::new(),
         }
     }

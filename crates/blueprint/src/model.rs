@@ -13,7 +13,7 @@
 
 use std::{collections::BTreeMap, ops::Range, path::PathBuf, sync::Arc};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::diag::SourceFile;
 
@@ -349,7 +349,8 @@ impl ContractRef {
 }
 
 /// How the catalog sets lifecycle dates for this family.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct LifecyclePolicy {
     /// Months a version stays supported after it is published.
     pub support_months: Option<u32>,

@@ -299,7 +299,7 @@ pub fn write_provenance(dir: &Path, key: &SigningKey, builder_id: &str) -> Resul
     let entry = manifest
         .artifacts
         .iter()
-        .find(|a| a.kind == ArtifactKind::Materials)
+        .find(|a| a.kind == ArtifactKind::Materials && a.path == MATERIALS_FILE)
         .ok_or_else(|| ProvenanceError::NoMaterials { dir: dir.to_owned() })?;
     let path = dir.join(&entry.path);
     let bytes = fs_err::read(&path)?;
