@@ -179,11 +179,15 @@ fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
         return Err(Problem::bad_request("body", "a JSON body is required"));
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
+        // Where the JSON itself breaks, the path ends in segments serde could not name (`?`).
         let path = e.path().to_string();
-        let field = if path == "." { "body".to_owned() } else { path };
-        Problem::bad_request(&field, e.inner().to_string())
-    })
+        let known = path.trim_end_matches(['?', '.']);
+        Problem::bad_request(if known.is_empty() { "body" } else { known }, e.inner().to_string())
+    })?;
+    // One JSON document, nothing after it.
+    de.end().map_err(|e| Problem::bad_request("body", e))?;
+    Ok(value)
 }
 
 /// The query string as a JSON object: a repeated key becomes a list.
@@ -232,6 +236,32 @@ fn number(q: &serde_json::Map<String, serde_json::Value>, key: &str) -> Result<O
         })
         .transpose()
 }
+
+/// Every route `parse` takes: (method, path template as `catalog/openapi.json` writes it).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/api/v1/openapi.json"),
+    ("GET", "/api/v1/families"),
+    ("GET", "/api/v1/families/{family}"),
+    ("GET", "/api/v1/families/{family}/versions"),
+    ("GET", "/api/v1/families/{family}/versions/{version}"),
+    ("GET", "/api/v1/families/{family}/versions/{version}/manifest"),
+    ("GET", "/api/v1/families/{family}/versions/{version}/files/{path}"),
+    ("GET", "/api/v1/families/{family}/versions/{version}/release-notes"),
+    ("PATCH", "/api/v1/families/{family}/versions/{version}/lifecycle"),
+    ("GET", "/api/v1/families/{family}/channels"),
+    ("PUT", "/api/v1/families/{family}/channels/{channel}"),
+    ("GET", "/api/v1/resolve"),
+    ("GET", "/api/v1/audit"),
+    ("HEAD", "/api/v1/blobs/{digest}"),
+    ("GET", "/api/v1/blobs/{digest}"),
+    ("PUT", "/api/v1/blobs/{digest}"),
+    ("POST", "/api/v1/publish"),
+    ("GET", "/api/v1/tokens"),
+    ("POST", "/api/v1/tokens"),
+    ("DELETE", "/api/v1/tokens/{id}"),
+    ("POST", "/api/v1/gc"),
+];
 
 /// Parse one request. `path` is the URL path (still percent-encoded), `query` the part after `?`.
 pub fn parse(method: &str, path: &str, query: Option<&str>, body_bytes: &[u8]) -> Result<Action, Problem> {
@@ -396,6 +426,13 @@ pub fn parse(method: &str, path: &str, query: Option<&str>, body_bytes: &[u8]) -
         }
         _ => return Err(Problem::not_found(format!("no route {path}"))),
     };
+    // The routes with query parameters checked theirs above; the others take none.
+    if !matches!(
+        action,
+        Action::GetReleaseNotes { .. } | Action::Resolve { .. } | Action::Audit { .. } | Action::Gc { .. }
+    ) {
+        no_query(&q)?;
+    }
     Ok(action)
 }
 
@@ -502,6 +539,68 @@ mod tests {
         let p = err("DELETE", "/api/v1/families", None, "");
         assert_eq!(p.status, 405);
         assert_eq!(p.allow.as_deref(), Some("GET"));
+    }
+
+    /// A request of each route in [`ROUTES`] with sample parameters and body; `None` for its query.
+    fn sample(method: &str, template: &str) -> (String, Option<&'static str>, &'static str) {
+        let path = template
+            .replace("{family}", "debian-minimal")
+            .replace("{version}", "1.2.0")
+            .replace("{path}", "signatures/disk.raw.sig")
+            .replace("{channel}", "stable")
+            .replace("{digest}", &format!("sha256:{}", "a".repeat(64)))
+            .replace("{id}", "0123456789ab");
+        assert!(!path.contains('{'), "{template}: a parameter without a sample");
+        let query = (template == "/api/v1/resolve").then_some("family=debian-minimal");
+        let body = match (method, template.rsplit('/').next()) {
+            ("PATCH", _) => r#"{"supported":true}"#,
+            ("PUT", Some("{channel}")) => r#"{"version":"1.2.0"}"#,
+            ("POST", Some("publish")) => r#"{"files":[]}"#,
+            ("POST", Some("tokens")) => r#"{"name":"ci","scopes":["publish"]}"#,
+            _ => "",
+        };
+        (path, query, body)
+    }
+
+    #[test]
+    fn every_route_parses_and_takes_only_its_methods() {
+        const METHODS: [&str; 6] = ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"];
+        for (method, template) in ROUTES {
+            let (path, query, body) = sample(method, template);
+            assert!(METHODS.contains(method), "{method}");
+            ok(method, &path, query, body);
+            let allowed: Vec<&str> = ROUTES.iter().filter(|(_, t)| t == template).map(|(m, _)| *m).collect();
+            for other in METHODS.iter().filter(|m| !allowed.contains(m)) {
+                let p = err(other, &path, query, body);
+                assert_eq!(p.status, 405, "{other} {path}: {p:?}");
+                let mut allow: Vec<&str> = p.allow.as_deref().unwrap_or("").split(", ").collect();
+                allow.sort_unstable();
+                let mut want = allowed.clone();
+                want.sort_unstable();
+                assert_eq!(allow, want, "{other} {path}");
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_query_parameters_are_refused_everywhere() {
+        for (method, template) in ROUTES.iter().filter(|(_, t)| *t != "/healthz") {
+            let (path, query, body) = sample(method, template);
+            let query = match query {
+                Some(q) => format!("{q}&colour=red"),
+                None => "colour=red".to_owned(),
+            };
+            let p = err(method, &path, Some(&query), body);
+            assert_eq!((p.status, p.field.as_deref()), (400, Some("colour")), "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn a_body_is_one_json_document() {
+        let p = err("PUT", "/api/v1/families/a/channels/stable", None, r#"{"version":"1.0.0"} {}"#);
+        assert_eq!(p.field.as_deref(), Some("body"));
+        let p = err("POST", "/api/v1/tokens", None, r#"{"name":"ci","#);
+        assert_eq!(p.field.as_deref(), Some("body"));
     }
 
     #[test]
