@@ -51,6 +51,7 @@ fn publishing_twice_changes_nothing_and_a_version_is_one_image() {
     assert_eq!(record["certified"], json!(["base-os@1.0.0"]));
     assert_eq!(record["claimed"], json!(["base-os@^1"]));
     assert_eq!(record["published_by"], "token:admin");
+    assert_eq!(record["state"], "candidate");
     assert_recent(&record["published_at"]);
 
     // What was published is served back byte for byte.
@@ -368,6 +369,112 @@ fn promotion_needs_its_scope_is_audited_and_only_moves_to_certified_live_version
     assert_eq!(history, [&json!("1.0.0"), &json!("1.1.0")]);
     assert_eq!(entries(&s.audit(), "promote").len(), 2);
     assert_eq!(s.http.get("/api/v1/families/web", None).json()["channels"], json!({"stable": "1.1.0"}));
+}
+
+#[test]
+fn stable_makes_a_version_supported_and_applies_the_family_policy_to_older_ones() {
+    let b = Bundles::new();
+    let s = Server::for_bundles(&b);
+    let t = s.admin_token.clone();
+    let today = Day::of(Timestamp::now());
+    for version in ["1.0.0", "1.1.0", "1.2.0"] {
+        let spec = BundleSpec::new("web", version).lifecycle(Some(12), Some(30));
+        assert_eq!(s.publish_raw(&b.good(&spec)).status, 201);
+    }
+    // A version without the policy's deprecation: left as it is.
+    let other = BundleSpec::new("web", "0.9.0").lifecycle(Some(1), None);
+    assert_eq!(s.publish_raw(&b.good(&other)).status, 201);
+    let get = |version: &str| s.http.get(&format!("/api/v1/families/web/versions/{version}"), None).json();
+
+    // Published: a candidate whose end of life is support_months away.
+    let v1 = get("1.0.0");
+    assert_eq!(v1["state"], "candidate");
+    assert_eq!(v1["policy"], json!({"support_months": 12, "deprecate_after_days": 30}));
+    assert_eq!(v1["lifecycle"]["end_of_life_on"], today.plus_months(12).to_string());
+    assert_eq!(get("0.9.0")["lifecycle"]["end_of_life_on"], today.plus_months(1).to_string());
+
+    assert_eq!(promote(&s, Some(&t), "web", "stable", "1.0.0").status, 200);
+    let v1 = get("1.0.0");
+    assert_eq!(v1["state"], "supported");
+    assert_eq!(v1["lifecycle"]["supported_since"], today.to_string());
+    // 1.0.0's policy deprecates what is older, never after its own end of life.
+    assert_eq!(
+        get("0.9.0")["lifecycle"]["deprecated_on"],
+        today.plus_months(1).min(today.plus_days(30)).to_string()
+    );
+    assert!(get("1.1.0")["lifecycle"].get("deprecated_on").is_none(), "newer versions are left alone");
+
+    // 1.1.0 ends its support early, by hand; then 1.2.0 becomes stable.
+    let eol = today.plus_days(10).to_string();
+    assert_eq!(lifecycle(&s, Some(&t), "web", "1.1.0", json!({"end_of_life_on": eol})).status, 200);
+    let a = promote(&s, Some(&t), "web", "stable", "1.2.0").json();
+    assert_eq!((&a["move"]["from"], &a["move"]["to"]), (&json!("1.0.0"), &json!("1.2.0")));
+    let v12 = get("1.2.0");
+    assert_eq!(
+        (&v12["state"], &v12["lifecycle"]["supported_since"]),
+        (&json!("supported"), &json!(today.to_string()))
+    );
+    assert!(v12["lifecycle"].get("deprecated_on").is_none());
+    let deprecate_on = today.plus_days(30).to_string();
+    assert_eq!(get("1.0.0")["lifecycle"]["deprecated_on"], deprecate_on);
+    assert_eq!(get("1.0.0")["state"], "supported", "deprecated only from that day on");
+    assert_eq!(get("1.1.0")["lifecycle"]["deprecated_on"], eol, "not after its end of life");
+    assert_eq!(get("1.1.0")["state"], "candidate");
+    // An earlier deprecation stays.
+    assert_eq!(
+        get("0.9.0")["lifecycle"]["deprecated_on"],
+        today.plus_months(1).min(today.plus_days(30)).to_string()
+    );
+
+    // The promotion's audit entry lists what it changed.
+    let audit = s.audit();
+    let last = *entries(&audit, "promote").last().unwrap();
+    let changed: BTreeSet<String> = last["detail"]["lifecycle"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["version"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(changed, BTreeSet::from(["1.0.0".into(), "1.1.0".into(), "1.2.0".into()]));
+
+    // A consumer asking for support past the deprecations gets 1.2.0 and is told why not the others.
+    let until = today.plus_days(60).to_string();
+    let r = s
+        .http
+        .get(&format!("/api/v1/resolve?family=web&channel=stable&supported_until={until}"), None)
+        .json();
+    assert_eq!(r["chosen"]["version"], "1.2.0");
+    let a = lifecycle(&s, Some(&t), "web", "1.2.0", json!({"revoke": "bad build"}));
+    assert_eq!(a.status, 200);
+    let r = s
+        .http
+        .get(&format!("/api/v1/resolve?family=web&channel=stable&supported_until={until}"), None)
+        .json();
+    assert!(r["chosen"].is_null(), "{r}");
+    let kinds: Vec<(String, String)> =
+        r["passed_over"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| {
+                p["reasons"].as_array().unwrap().iter().map(|k| {
+                    (p["version"].as_str().unwrap().to_owned(), k["kind"].as_str().unwrap().to_owned())
+                })
+            })
+            .filter(|(_, k)| k != "not-in-channel")
+            .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("1.2.0", "revoked"),
+            ("1.1.0", "deprecated-before"),
+            ("1.1.0", "end-of-life-before"),
+            ("1.0.0", "deprecated-before"),
+            ("0.9.0", "deprecated-before"),
+            ("0.9.0", "end-of-life-before")
+        ]
+        .map(|(v, k)| (v.to_owned(), k.to_owned()))
+    );
 }
 
 #[test]

@@ -360,12 +360,7 @@ async fn run(
         }
         Action::GetVersion { family, version } => {
             let v = blocking(move || c.version(&family, &version)).await?;
-            let state = v.lifecycle.state_on(Day::of(now));
-            let mut value = serde_json::to_value(&v).unwrap_or_default();
-            if let Some(o) = value.as_object_mut() {
-                o.insert("state".into(), serde_json::to_value(state).unwrap_or_default());
-            }
-            json_response(StatusCode::OK, &value)
+            json_response(StatusCode::OK, &version_json(&v, Day::of(now)))
         }
         Action::GetManifest { family, version } => {
             let v = blocking(move || c.version(&family, &version)).await?;
@@ -469,7 +464,13 @@ async fn run(
         Action::Publish { request } => {
             let outcome = blocking(move || c.publish(&request, &actor, now)).await?;
             let status = if outcome.created { StatusCode::CREATED } else { StatusCode::OK };
-            json_response(status, &outcome)
+            json_response(
+                status,
+                &serde_json::json!({
+                    "created": outcome.created,
+                    "version": version_json(&outcome.version, Day::of(now)),
+                }),
+            )
         }
         Action::ListTokens => {
             let tokens = blocking(move || Ok(c.meta().tokens()?)).await?;
@@ -490,6 +491,15 @@ async fn run(
             json_response(StatusCode::OK, &report)
         }
     })
+}
+
+/// A version as the API shows it: the record and its state on `today`.
+fn version_json(v: &crate::model::VersionRecord, today: Day) -> serde_json::Value {
+    let mut value = serde_json::to_value(v).unwrap_or_default();
+    if let Some(o) = value.as_object_mut() {
+        o.insert("state".into(), serde_json::to_value(v.lifecycle.state_on(today)).unwrap_or_default());
+    }
+    value
 }
 
 fn manifest_size(v: &crate::model::VersionRecord) -> u64 {

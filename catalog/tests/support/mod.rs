@@ -13,7 +13,10 @@ use std::{
     time::Duration,
 };
 
-use kiln_blueprint::manifest::{Artifact, ArtifactKind, Manifest, Parent, MANIFEST_FILE};
+use kiln_blueprint::{
+    manifest::{Artifact, ArtifactKind, Manifest, Parent, MANIFEST_FILE},
+    model::LifecyclePolicy,
+};
 use kiln_catalog::{
     client::Client,
     http::{router, ServeOptions},
@@ -54,6 +57,8 @@ pub struct BundleSpec {
     /// Mixed into the disk's bytes: two bundles of the same name and version with different salts are two
     /// different images.
     pub salt: String,
+    /// The blueprint's lifecycle policy, as the build records it in the manifest.
+    pub lifecycle: Option<LifecyclePolicy>,
 }
 
 impl BundleSpec {
@@ -73,6 +78,7 @@ impl BundleSpec {
             ]),
             disk_size: 64 << 10,
             salt: String::new(),
+            lifecycle: None,
         }
     }
 
@@ -119,6 +125,13 @@ impl BundleSpec {
 
     pub fn salt(mut self, salt: &str) -> Self {
         self.salt = salt.into();
+        self
+    }
+
+    /// The lifecycle policy: end of life `support_months` after publication, deprecated
+    /// `deprecate_after_days` after a successor becomes stable.
+    pub fn lifecycle(mut self, support_months: Option<u32>, deprecate_after_days: Option<u32>) -> Self {
+        self.lifecycle = Some(LifecyclePolicy { support_months, deprecate_after_days });
         self
     }
 
@@ -235,6 +248,7 @@ impl BundleSpec {
         let mut m = Manifest::new(&self.name, &self.version, &digest("blueprint"), &digest("plan"));
         m.contracts = self.claimed.clone();
         m.parent = self.parent.clone();
+        m.lifecycle = self.lifecycle.clone();
         let add = |m: &mut Manifest, kind: ArtifactKind, rel: &str, bytes: &[u8]| {
             let path = dir.join(rel);
             fs_err::write(&path, bytes).unwrap();
