@@ -353,9 +353,9 @@ impl Catalog {
         actor: &str,
         now: Timestamp,
     ) -> Result<PublishOutcome, CatalogError> {
-        let mut files = req.files.clone();
-        files.sort();
-        for (i, f) in files.iter().enumerate() {
+        // Checked in the request's order, so `files[i]` names the entry as the client sent it.
+        let mut paths: HashMap<&str, usize> = HashMap::with_capacity(req.files.len());
+        for (i, f) in req.files.iter().enumerate() {
             if !check_path(&f.path) {
                 return Err(CatalogError::invalid(
                     format!("files[{i}].path"),
@@ -368,13 +368,28 @@ impl Catalog {
                     format!("`{}` is not sha256:<64 hex>", f.digest),
                 ));
             }
-            if i > 0 && files[i - 1].path == f.path {
+            if let Some(first) = paths.insert(&f.path, i) {
                 return Err(CatalogError::invalid(
                     format!("files[{i}].path"),
-                    format!("`{}` is listed twice", f.path),
+                    format!("`{}` is listed twice (also files[{first}])", f.path),
                 ));
             }
         }
+        // A file is no folder: `a` and `a/b` cannot both be files of a bundle.
+        for (i, f) in req.files.iter().enumerate() {
+            let mut dir = f.path.as_str();
+            while let Some((parent, _)) = dir.rsplit_once('/') {
+                if let Some(j) = paths.get(parent) {
+                    return Err(CatalogError::invalid(
+                        format!("files[{i}].path"),
+                        format!("`{}` is inside `{parent}`, which files[{j}] lists as a file", f.path),
+                    ));
+                }
+                dir = parent;
+            }
+        }
+        let mut files = req.files.clone();
+        files.sort();
         if !files.iter().any(|f| f.path == MANIFEST_FILE) {
             return Err(CatalogError::invalid("files", "the bundle has no manifest.json"));
         }

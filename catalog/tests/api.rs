@@ -107,6 +107,42 @@ fn publishing_twice_changes_nothing_and_a_version_is_one_image() {
 }
 
 #[test]
+fn concurrent_publishes_of_one_version_record_one_image() {
+    let b = Bundles::new();
+    let s = Server::for_bundles(&b);
+    let one = b.good(&BundleSpec::new("web", "1.0.0").salt("one"));
+    let two = b.good(&BundleSpec::new("web", "1.0.0").salt("two"));
+    s.upload(&one, &s.admin_token);
+    s.upload(&two, &s.admin_token);
+    let answers: Vec<(String, u16)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = [&one, &two, &one, &two, &one, &two]
+            .into_iter()
+            .map(|bundle| {
+                let (url, token) = (s.url.clone(), s.admin_token.clone());
+                scope.spawn(move || {
+                    let http = support::Http::new(&url);
+                    let a =
+                        http.send("POST", "/api/v1/publish", Some(&token), &json!({"files": bundle.files()}));
+                    (bundle.manifest_digest(), a.status)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let created: Vec<&(String, u16)> = answers.iter().filter(|(_, status)| *status == 201).collect();
+    assert_eq!(created.len(), 1, "{answers:?}");
+    let winner = &created[0].0;
+    for (digest, status) in &answers {
+        let want = if digest == winner { [200, 201] } else { [409, 409] };
+        assert!(want.contains(status), "{answers:?}");
+    }
+    let got = s.http.get("/api/v1/families/web/versions/1.0.0", None).json();
+    assert_eq!(&got["manifest_digest"], winner);
+    assert_eq!(entries(&s.audit(), "publish").len(), 1);
+    assert!(!s.data_files().iter().any(|(p, _)| p.starts_with("staging/")));
+}
+
+#[test]
 fn bundles_that_are_not_signed_trusted_certified_or_intact_are_rejected() {
     let b = Bundles::new();
     let s = Server::for_bundles(&b);
@@ -1046,4 +1082,39 @@ fn a_blob_upload_is_stored_only_when_its_digest_matches() {
     let got = s.http.get(&format!("/api/v1/blobs/{digest}"), None);
     assert_eq!((got.status, got.body), (200, content));
     assert_eq!(s.blobs(), vec![digest]);
+}
+
+#[test]
+fn a_publish_whose_file_list_is_no_bundle_is_a_bad_request_naming_the_entry() {
+    let b = Bundles::new();
+    let s = Server::for_bundles(&b);
+    let bundle = b.good(&BundleSpec::new("web", "1.0.0"));
+    s.upload(&bundle, &s.admin_token);
+    let files = bundle.files();
+    let disk_at = files.iter().position(|f| f.path == DISK).unwrap();
+    let entry = |path: &str| kiln_catalog::model::FileRecord { path: path.into(), ..files[disk_at].clone() };
+    // Extra entries first, then the bundle's files: sorting would move them, the field names each where
+    // the client sent it.
+    let cases = [
+        (vec![entry("b.raw"), entry("a/../disk.raw")], "files[1].path".to_owned(), "not a relative path"),
+        (vec![entry("z.raw"), entry("/etc/passwd")], "files[1].path".into(), "not a relative path"),
+        (
+            vec![entry("z.raw"), entry(DISK)],
+            format!("files[{}].path", 2 + disk_at),
+            "listed twice (also files[1])",
+        ),
+        // The disk listed as a file and as a folder.
+        (vec![entry(&format!("{DISK}/inner"))], "files[0].path".into(), "which files["),
+    ];
+    for (extra, field, needle) in cases {
+        let list: Vec<_> = extra.into_iter().chain(files.iter().cloned()).collect();
+        let a = s.http.send("POST", "/api/v1/publish", Some(&s.admin_token), &json!({ "files": list }));
+        let p = a.problem(400);
+        assert_eq!(p["field"], field.as_str(), "{p}");
+        assert!(p["detail"].as_str().unwrap().contains(needle), "{p}");
+    }
+    s.http.get("/api/v1/families/web", None).problem(404);
+    assert!(!s.data_files().iter().any(|(p, _)| p.starts_with("staging/")));
+    // The bundle as it is publishes.
+    assert_eq!(s.post_publish(&bundle, &s.admin_token).status, 201);
 }
