@@ -179,6 +179,40 @@ fn bundles_that_are_not_signed_trusted_certified_or_intact_are_rejected() {
 }
 
 #[test]
+fn a_catalog_trusting_no_key_publishes_nothing() {
+    let b = Bundles::new();
+    let s = Server::start(&[], ServeOptions::default());
+    let p = s.publish_raw(&b.good(&BundleSpec::new("web", "1.0.0"))).problem(422);
+    assert!(p["detail"].as_str().unwrap().contains("trusts no signing key"), "{p}");
+    s.http.get("/api/v1/families/web", None).problem(404);
+}
+
+#[test]
+fn garbage_collection_keeps_what_versions_refer_to() {
+    let b = Bundles::new();
+    let s = Server::for_bundles(&b);
+    let bundle = b.good(&BundleSpec::new("web", "1.0.0"));
+    assert_eq!(s.publish_raw(&bundle).status, 201);
+    let stray = b"uploaded, never published".to_vec();
+    let digest = sha256(&stray);
+    assert_eq!(s.http.put_bytes(&format!("/api/v1/blobs/{digest}"), Some(&s.admin_token), stray).status, 201);
+
+    // Young blobs are kept (a publish may be about to name them).
+    let r = s.http.request("POST", "/api/v1/gc", Some(&s.admin_token), None).json();
+    assert_eq!((&r["blobs_removed"], &r["blobs_kept_young"]), (&json!(0), &json!(1)));
+    let r = s.http.request("POST", "/api/v1/gc?grace_secs=0", Some(&s.admin_token), None).json();
+    assert_eq!(r["blobs_removed"], 1, "{r}");
+    assert_eq!(s.http.request("HEAD", &format!("/api/v1/blobs/{digest}"), None, None).status, 404);
+    let kept: BTreeSet<String> = s.blobs().into_iter().collect();
+    let referenced: BTreeSet<String> = bundle.files().into_iter().map(|f| f.digest).collect();
+    assert_eq!(kept, referenced);
+    for f in bundle.files() {
+        let a = s.http.get(&format!("/api/v1/families/web/versions/1.0.0/files/{}", f.path), None);
+        assert_eq!((a.status, a.body), (200, bundle.read(&f.path)), "{}", f.path);
+    }
+}
+
+#[test]
 fn a_publish_naming_blobs_never_uploaded_is_told_which() {
     let b = Bundles::new();
     let s = Server::for_bundles(&b);
