@@ -8,6 +8,7 @@ KILN_APT_PACKAGES=(
   zstd xz-utils gzip
   gnupg sqv gpgv debian-archive-keyring dpkg-dev
   openssl libssl-dev
+  libsqlite3-dev
   mmdebstrap
   skopeo umoci
   ovmf

@@ -128,6 +128,12 @@ pub struct BuildArgs {
     /// Let RUN commands use the network (they run without it by default).
     #[arg(long)]
     pub network: bool,
+    /// The catalog `FROM catalog:FAMILY@…` images come from: a URL or a catalog folder.
+    #[arg(long, value_name = "URL|PATH", env = "KILN_CATALOG")]
+    pub catalog: Option<String>,
+    /// A token for a catalog URL whose reads are not public.
+    #[arg(long, value_name = "TOKEN", env = "KILN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -177,9 +183,16 @@ pub struct SignArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// A signed build output folder.
-    #[arg(value_name = "DIR")]
+    /// A signed build output folder, or an image in a catalog: FAMILY@VERSION, FAMILY@RANGE or
+    /// FAMILY@CHANNEL (with --catalog).
+    #[arg(value_name = "DIR|REF")]
     pub target: PathBuf,
+    /// The catalog a REF is in: its URL or its folder.
+    #[arg(long, value_name = "URL|PATH", env = "KILN_CATALOG")]
+    pub catalog: Option<String>,
+    /// A token for a catalog URL whose reads are not public.
+    #[arg(long, value_name = "TOKEN", env = "KILN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// The public key (PEM).
     #[arg(long, value_name = "FILE")]
     pub key: PathBuf,
@@ -214,6 +227,7 @@ pub struct PublishArgs {
 #[derive(Debug, Args)]
 pub struct PromoteArgs {
     pub family: String,
+    #[arg(id = "image_version", value_name = "VERSION")]
     pub version: String,
     /// The channel to move.
     #[arg(long, default_value = "stable")]
@@ -225,6 +239,7 @@ pub struct PromoteArgs {
 #[derive(Debug, Args)]
 pub struct LifecycleArgs {
     pub family: String,
+    #[arg(id = "image_version", value_name = "VERSION")]
     pub version: String,
     /// Declare the version supported (`--supported=false`: back to candidate).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
@@ -273,6 +288,7 @@ pub enum CatalogCommand {
     /// List families; with FAMILY its versions; with FAMILY VERSION one version.
     Ls {
         family: Option<String>,
+        #[arg(id = "image_version", value_name = "VERSION")]
         version: Option<String>,
         #[command(flatten)]
         target: CatalogTarget,
@@ -286,6 +302,7 @@ pub enum CatalogCommand {
     /// A version's release notes.
     Notes {
         family: String,
+        #[arg(id = "image_version", value_name = "VERSION")]
         version: String,
         /// markdown, html or json.
         #[arg(long, default_value = "markdown")]
@@ -373,5 +390,16 @@ fn parse_var(s: &str) -> Result<(String, String), String> {
 impl BlueprintArgs {
     pub fn vars(&self) -> kiln_blueprint::Vars {
         self.vars.iter().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap's own consistency checks over every command (unique argument names, valid defaults, …),
+    /// which otherwise only fire when a command is run.
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory as _;
+        super::Cli::command().debug_assert();
     }
 }

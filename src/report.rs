@@ -103,7 +103,8 @@ pub fn report(err: &anyhow::Error, json: bool) -> ExitStatus {
                 "problems": problems,
             }
         });
-        println!("{body}");
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), "{body}");
     }
     // Human rendering on stderr, with or without --json.
     eprintln!("error: {err}");

@@ -15,7 +15,7 @@ use std::{
 
 use kiln_blueprint::{
     manifest::{Artifact, ArtifactKind, Manifest, Parent as ManifestParent},
-    model::{Base, DebianBase, OutputKind, Variant},
+    model::{Base, CatalogSelector, DebianBase, OutputKind, Variant},
     plan::{sha256_digest, Plan, PlanStep, StepInputs},
 };
 use kiln_debian::{Cache, Client, Overrides, RepoSpec, Request};
@@ -59,6 +59,24 @@ pub struct BuildOptions {
     /// `org.opencontainers.image.source`: where the blueprint's source lives (its git remote, else its path
     /// in the repository).
     pub source: Option<String>,
+    /// Where `FROM catalog:FAMILY@…` images come from; `None`: such blueprints cannot be built.
+    pub catalog: Option<std::sync::Arc<dyn CatalogBases>>,
+}
+
+/// Images a blueprint starts FROM (`catalog:FAMILY@VERSION|RANGE|CHANNEL`), out of a catalog.
+pub trait CatalogBases: std::fmt::Debug + Send + Sync {
+    /// Resolve the reference and write the chosen version's OCI image layout into `dest` (a new folder),
+    /// every blob checked against its digest.
+    fn fetch(&self, family: &str, selector: &CatalogSelector, dest: &Path) -> Result<FetchedBase, String>;
+}
+
+/// What [`CatalogBases::fetch`] chose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedBase {
+    /// The version the reference resolved to.
+    pub version: String,
+    /// The image's tag in the layout (`org.opencontainers.image.ref.name`).
+    pub tag: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -402,6 +420,8 @@ pub(crate) struct ParentImage {
     pub manifest: ManifestParent,
     pub oci: kiln_oci::Parent,
     pub index: kiln_oci::TreeIndex,
+    /// The layout fetched from a catalog, kept until the outputs reuse its layers.
+    pub _fetched: Option<FetchedLayout>,
 }
 
 /// The base and packages: whether they came from the cache, the parent image of a derived build, the
@@ -428,9 +448,38 @@ fn base_stage(
                 debian_base(d, &include, &exclude, &stage_digest, opts, tree, timer)?;
             Ok((cached, None, key, resolved))
         }
-        Base::OciLayout { path, tag } => {
-            let reference = format!("oci-layout:{path}:{tag}");
-            let layout_path = opts.blueprint_dir.join(path);
+        Base::OciLayout { .. } | Base::Catalog { .. } => {
+            let (reference, layout_path, tag, fetched) = match &base {
+                Base::OciLayout { path, tag } => {
+                    (format!("oci-layout:{path}:{tag}"), opts.blueprint_dir.join(path), tag.clone(), None)
+                }
+                Base::Catalog { family, selector } => {
+                    let reference = match selector {
+                        CatalogSelector::Version(v) | CatalogSelector::Channel(v) => {
+                            format!("catalog:{family}@{v}")
+                        }
+                    };
+                    let catalog = opts.catalog.as_ref().ok_or_else(|| BuildError::Base {
+                        reference: reference.clone(),
+                        message: "no catalog to take it from: pass --catalog URL|PATH (or set KILN_CATALOG)"
+                            .into(),
+                    })?;
+                    let dir = FetchedLayout(opts.cache_dir.join("parents").join(format!(
+                        "{}-{}",
+                        std::process::id(),
+                        FETCH_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    )));
+                    let _ = std::fs::remove_dir_all(&dir.0);
+                    let got = catalog
+                        .fetch(family, selector, &dir.0)
+                        .map_err(|message| BuildError::Base { reference: reference.clone(), message })?;
+                    tracing::info!("{reference}: version {}", got.version);
+                    (reference, dir.0.clone(), got.tag, Some(dir))
+                }
+                Base::Debian(_) => unreachable!("matched above"),
+            };
+            let tag = &tag;
+            let path = layout_path.display().to_string();
             let parent = kiln_oci::Parent::open(&layout_path, tag, reference.clone())
                 .map_err(|e| BuildError::Base { reference: reference.clone(), message: format!("{e:#}") })?;
             fs_err::create_dir(tree).map_err(|e| BuildError::Io { path: tree.to_owned(), source: e })?;
@@ -443,8 +492,11 @@ fn base_stage(
                 parent.image.config.config().as_ref().and_then(|c| c.labels().clone()).unwrap_or_default();
             let label = |k: &str| labels.get(k).or_else(|| annotations.get(k)).cloned();
             let version = label("org.opencontainers.image.version").unwrap_or_else(|| tag.clone());
-            let pname = label("org.opencontainers.image.title").unwrap_or_else(|| {
-                Path::new(path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+            let pname = label("org.opencontainers.image.title").unwrap_or_else(|| match &base {
+                Base::Catalog { family, .. } => family.clone(),
+                _ => {
+                    Path::new(&path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+                }
             });
             timer.lap("parent image");
             let mut installed = String::new();
@@ -462,16 +514,24 @@ fn base_stage(
                     manifest: ManifestParent { reference, name: pname, version, digest },
                     oci: parent,
                     index,
+                    _fetched: fetched,
                 }),
                 key,
                 resolved,
             ))
         }
-        Base::Catalog { family, .. } => Err(BuildError::Base {
-            reference: format!("catalog:{family}"),
-            message: "this kiln has no catalog to resolve it from yet; build FROM an oci-layout for now"
-                .into(),
-        }),
+    }
+}
+
+static FETCH_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A parent image fetched from a catalog for one build; removed when the build is done with it.
+#[derive(Debug)]
+pub(crate) struct FetchedLayout(PathBuf);
+
+impl Drop for FetchedLayout {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

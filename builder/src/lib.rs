@@ -8,4 +8,4 @@ pub mod services;
 pub mod stepcache;
 pub mod steps;
 
-pub use build::{build, BuildError, BuildOptions, BuildReport};
+pub use build::{build, BuildError, BuildOptions, BuildReport, CatalogBases, FetchedBase};

@@ -369,6 +369,179 @@ impl Client {
     }
 }
 
+/// Which version of a family a build starts FROM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BaseSelector {
+    /// An exact version (`1.2.0`) or a range (`^1`).
+    Version(String),
+    Channel(String),
+}
+
+/// The image layout [`Client::fetch_layout`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedLayout {
+    pub version: semver::Version,
+    /// The image's tag in the layout (its version).
+    pub tag: String,
+    /// The image manifest digest.
+    pub image_digest: String,
+}
+
+fn pick_version(
+    family: &str,
+    selector: &BaseSelector,
+    versions: &Value,
+    channels: &Value,
+) -> Result<semver::Version, ClientError> {
+    let bad = |m: String| ClientError::Catalog(CatalogError::not_found(m));
+    let list: Vec<(semver::Version, String)> = versions
+        .get("versions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            let ver = v.get("version")?.as_str()?.parse().ok()?;
+            Some((ver, v.get("state")?.as_str()?.to_owned()))
+        })
+        .collect();
+    match selector {
+        BaseSelector::Channel(c) => {
+            let v = channels
+                .get(c)
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad(format!("family {family} has no channel `{c}`")))?;
+            let v: semver::Version =
+                v.parse().map_err(|_| bad(format!("channel {c} of {family} names `{v}`")))?;
+            match list.iter().find(|(x, _)| *x == v) {
+                Some((_, state)) if state == "revoked" => Err(bad(format!("{family}@{v} ({c}) is revoked"))),
+                Some(_) => Ok(v),
+                None => Err(bad(format!("channel {c} of {family} names {v}, which is not in the catalog"))),
+            }
+        }
+        BaseSelector::Version(text) => {
+            if let Ok(exact) = text.parse::<semver::Version>() {
+                return match list.iter().find(|(x, _)| *x == exact) {
+                    Some((_, state)) if state == "revoked" => {
+                        Err(bad(format!("{family}@{exact} is revoked")))
+                    }
+                    Some(_) => Ok(exact),
+                    None => Err(bad(format!("version {family}@{exact}"))),
+                };
+            }
+            let req: semver::VersionReq = text.parse().map_err(|e| {
+                ClientError::Catalog(CatalogError::invalid("version", format!("`{text}`: {e}")))
+            })?;
+            list.iter()
+                .filter(|(v, state)| req.matches(v) && (state == "candidate" || state == "supported"))
+                .map(|(v, _)| v.clone())
+                .max()
+                .ok_or_else(|| bad(format!("no candidate or supported version of {family} matches {text}")))
+        }
+    }
+}
+
+impl Client {
+    /// The version record `family@selector` names (a channel's version, an exact version, or the newest
+    /// live version in a range).
+    pub fn pick(
+        &self,
+        family: &str,
+        selector: &BaseSelector,
+    ) -> Result<crate::model::VersionRecord, ClientError> {
+        let versions = self.versions(family)?;
+        let channels = match self {
+            Self::Local { catalog, .. } => {
+                let f = catalog.family(family)?;
+                serde_json::to_value(
+                    f.channels
+                        .iter()
+                        .map(|(k, c)| (k.clone(), c.version.to_string()))
+                        .collect::<std::collections::BTreeMap<_, _>>(),
+                )
+                .unwrap_or(Value::Null)
+            }
+            Self::Remote(r) => r
+                .get_json(&format!("{API}/families/{family}"))?
+                .get("channels")
+                .cloned()
+                .unwrap_or(Value::Null),
+        };
+        let version = pick_version(family, selector, &versions, &channels)?;
+        serde_json::from_value(self.version(family, &version)?).map_err(|e| ClientError::Answer {
+            method: "GET",
+            url: format!("{family}@{version}"),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Download the files of `record` whose path starts with `prefix` into `dest` (paths relative to the
+    /// prefix), each checked against its digest.
+    pub fn download(
+        &self,
+        record: &crate::model::VersionRecord,
+        prefix: &str,
+        dest: &Path,
+    ) -> Result<(), ClientError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| ClientError::Io { path, source }
+        };
+        for f in record.files.iter().filter(|f| f.path.starts_with(prefix)) {
+            let out = dest.join(&f.path[prefix.len()..]);
+            if let Some(parent) = out.parent() {
+                fs_err::create_dir_all(parent).map_err(io(parent))?;
+            }
+            let mut file = fs_err::File::create(&out).map_err(io(&out))?;
+            match self {
+                Self::Local { catalog, .. } => {
+                    let mut src = catalog.blobs().open(&f.digest).map_err(CatalogError::from)?;
+                    std::io::copy(&mut src, &mut file).map_err(io(&out))?;
+                }
+                Self::Remote(r) => {
+                    let url = format!(
+                        "{}{API}/families/{}/versions/{}/files/{}",
+                        r.base, record.family, record.version, f.path
+                    );
+                    let resp = r.call("GET", &url, |req| req.call())?;
+                    let resp = r.check(resp, "GET", &url)?;
+                    std::io::copy(&mut resp.into_body().into_reader(), &mut file).map_err(io(&out))?;
+                }
+            }
+            drop(file);
+            let (found, _) = kiln_blueprint::manifest::sha256_file(&out).map_err(io(&out))?;
+            if found != f.digest {
+                return Err(ClientError::Answer {
+                    method: "GET",
+                    url: f.path.clone(),
+                    reason: format!("sha256 {found}, the catalog lists {}", f.digest),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolve `family@selector` and write its OCI image layout (every `oci/` file of the version's
+    /// bundle, each checked against its digest) into the new folder `dest`.
+    pub fn fetch_layout(
+        &self,
+        family: &str,
+        selector: &BaseSelector,
+        dest: &Path,
+    ) -> Result<FetchedLayout, ClientError> {
+        let record = self.pick(family, selector)?;
+        let oci =
+            record.artifacts.iter().find(|a| a.kind == crate::model::ArtifactKind::Oci).ok_or_else(|| {
+                ClientError::Catalog(CatalogError::not_found(format!("an OCI image in {}", record.id())))
+            })?;
+        self.download(&record, &format!("{}/", oci.path.trim_end_matches('/')), dest)?;
+        Ok(FetchedLayout {
+            tag: record.version.to_string(),
+            image_digest: oci.digest.clone(),
+            version: record.version,
+        })
+    }
+}
+
 type Resp = ureq::http::Response<ureq::Body>;
 
 impl Remote {

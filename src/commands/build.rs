@@ -80,6 +80,13 @@ pub fn run(args: &BuildArgs, json: bool) -> anyhow::Result<()> {
         tree_only: args.tree_only,
         stage_cache: !args.no_cache,
         network_in_run: args.network,
+        catalog: match &args.catalog {
+            Some(target) => Some(std::sync::Arc::new(CatalogBases(
+                kiln_catalog::client::Client::open(target, args.token.clone())
+                    .with_context(|| format!("cannot open the catalog {target}"))?,
+            ))),
+            None => None,
+        },
     };
     tracing::info!("building {} {} into {}", plan.blueprint.name, plan.blueprint.version, args.out.display());
     let report = kiln_builder::build(&plan, &opts)
@@ -105,4 +112,29 @@ pub fn run(args: &BuildArgs, json: bool) -> anyhow::Result<()> {
         println!("{kind:<7} {}  {:>12}  {}", a.sha256, a.size, a.path);
     }
     Ok(())
+}
+
+/// Images built FROM `catalog:…` come from the catalog the build was given.
+#[derive(Debug)]
+struct CatalogBases(kiln_catalog::client::Client);
+
+impl kiln_builder::CatalogBases for CatalogBases {
+    fn fetch(
+        &self,
+        family: &str,
+        selector: &kiln_blueprint::model::CatalogSelector,
+        dest: &std::path::Path,
+    ) -> Result<kiln_builder::FetchedBase, String> {
+        use kiln_blueprint::model::CatalogSelector as S;
+        use kiln_catalog::client::BaseSelector;
+        let selector = match selector {
+            S::Version(v) => BaseSelector::Version(v.clone()),
+            S::Channel(c) => BaseSelector::Channel(c.clone()),
+        };
+        let got = self
+            .0
+            .fetch_layout(family, &selector, dest)
+            .map_err(|e| kiln_catalog::http::problem::chain(&e))?;
+        Ok(kiln_builder::FetchedBase { version: got.version.to_string(), tag: got.tag })
+    }
 }

@@ -110,15 +110,11 @@ pub fn sign(args: &SignArgs, json: bool) -> anyhow::Result<()> {
 pub fn verify(args: &VerifyArgs, json: bool) -> anyhow::Result<()> {
     let key = keys::load_public_key(&args.key)
         .with_context(|| format!("cannot read the public key {}", args.key.display()))?;
-    if !args.target.is_dir() {
-        return Err(UsageError(format!(
-            "{}: not a build output folder (verifying images in a catalog comes with the catalog)",
-            args.target.display()
-        ))
-        .into());
-    }
-    let report = verify_dir(&args.target, &key, args.reference.as_deref())
+    let fetched = if args.target.is_dir() { None } else { Some(fetch_from_catalog(args)?) };
+    let dir = fetched.as_ref().map_or(args.target.as_path(), |f| f.0.as_path());
+    let report = verify_dir(dir, &key, args.reference.as_deref())
         .with_context(|| format!("{} does not verify", args.target.display()))?;
+    drop(fetched);
     if json {
         let artifacts: Vec<_> = report
             .artifacts
@@ -145,4 +141,42 @@ pub fn verify(args: &VerifyArgs, json: bool) -> anyhow::Result<()> {
         println!("  image      {} signed as {}", i.digest, i.reference);
     }
     Ok(())
+}
+
+/// A catalog image downloaded to verify it; removed when dropped.
+struct Fetched(std::path::PathBuf);
+
+impl Drop for Fetched {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Download every file of the catalog image `args.target` (`FAMILY@VERSION|RANGE|CHANNEL`).
+fn fetch_from_catalog(args: &VerifyArgs) -> anyhow::Result<Fetched> {
+    use kiln_catalog::client::{BaseSelector, Client};
+    let text = args.target.to_string_lossy();
+    let Some((family, sel)) = text.split_once('@') else {
+        return Err(UsageError(format!(
+            "{text}: neither a build output folder nor a catalog image (FAMILY@VERSION, FAMILY@RANGE or FAMILY@CHANNEL)"
+        ))
+        .into());
+    };
+    let catalog = args.catalog.as_deref().ok_or_else(|| {
+        UsageError(format!("{text}: a catalog image needs --catalog URL|PATH (or KILN_CATALOG)"))
+    })?;
+    let selector = if sel.starts_with(|c: char| c.is_ascii_digit() || "^~=<>*".contains(c)) {
+        BaseSelector::Version(sel.to_owned())
+    } else {
+        BaseSelector::Channel(sel.to_owned())
+    };
+    let client = Client::open(catalog, args.token.clone())
+        .with_context(|| format!("cannot open the catalog {catalog}"))?;
+    let record =
+        client.pick(family, &selector).with_context(|| format!("cannot find {text} in {catalog}"))?;
+    let dir = Fetched(std::env::temp_dir().join(format!("kiln-verify-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    tracing::info!("downloading {} from {catalog}", record.id());
+    client.download(&record, "", &dir.0).with_context(|| format!("cannot download {}", record.id()))?;
+    Ok(dir)
 }

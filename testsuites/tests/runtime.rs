@@ -79,6 +79,7 @@ fn build(blueprint: &Path, out: &Path) {
         network_in_run: false,
         revision: None,
         source: None,
+        catalog: None,
     };
     let started = Instant::now();
     let report = kiln_builder::build(&plan, &opts).unwrap_or_else(|e| {
