@@ -49,10 +49,11 @@ impl Default for ServeOptions {
     }
 }
 
+/// What every handler of the server shares.
 #[derive(Debug)]
-struct State {
-    catalog: Arc<Catalog>,
-    opts: ServeOptions,
+pub(crate) struct State {
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) opts: ServeOptions,
 }
 
 /// The API as an axum router (for `serve` and tests).
@@ -187,6 +188,8 @@ async fn handle(state: Arc<State>, req: Request<Body>) -> Response<Body> {
 }
 
 async fn respond(state: Arc<State>, req: Request<Body>) -> Result<Response<Body>, Problem> {
+    // The catalog's other surfaces (registry API, boot, simplestreams, web pages) each parse their own
+    // requests into typed actions; the JSON API below is `/api/v1` and `/healthz`.
     let (parts, body) = req.into_parts();
     let method = parts.method.as_str();
     let path = parts.uri.path().to_owned();
