@@ -46,6 +46,16 @@ fn s<'a>(v: &'a Value, k: &str) -> &'a str {
     v.get(k).and_then(Value::as_str).unwrap_or("")
 }
 
+/// The elements of the list `v[k]` (none when it is not a list).
+fn items<'a>(v: &'a Value, k: &str) -> impl Iterator<Item = &'a Value> {
+    v.get(k).and_then(Value::as_array).into_iter().flatten()
+}
+
+/// The strings of the list `v[k]`.
+fn strs<'a>(v: &'a Value, k: &str) -> Vec<&'a str> {
+    items(v, k).filter_map(Value::as_str).collect()
+}
+
 /// The known issues for a publish: the given file, else the nearest `runbook/known-issues.toml`.
 fn load_known_issues(explicit: Option<&Path>) -> anyhow::Result<Vec<known_issues::KnownIssue>> {
     let path = match explicit {
@@ -161,7 +171,7 @@ pub fn lifecycle(args: &LifecycleArgs, json: bool) -> anyhow::Result<()> {
                 }
             }
         }
-        for f in v.get("flagged").and_then(Value::as_array).into_iter().flatten() {
+        for f in items(v, "flagged") {
             println!("  flagged {} (built FROM it)", f.as_str().unwrap_or(""));
         }
     })
@@ -201,14 +211,8 @@ pub fn resolve(args: &ResolveArgs, json: bool) -> anyhow::Result<()> {
             Some(c) => println!("{}@{} ({})", args.family, s(c, "version"), s(c, "state")),
             None => println!("no version of {} matches", args.family),
         }
-        for p in v.get("passed_over").and_then(Value::as_array).into_iter().flatten() {
-            let reasons: Vec<&str> = p
-                .get("reasons")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .map(|r| s(r, "message"))
-                .collect();
+        for p in items(v, "passed_over") {
+            let reasons: Vec<&str> = items(p, "reasons").map(|r| s(r, "message")).collect();
             eprintln!("  passed over {}: {}", s(p, "version"), reasons.join("; "));
         }
         if let Some(n) = v.get("omitted").and_then(Value::as_u64).filter(|n| *n > 0) {
@@ -281,7 +285,7 @@ pub fn catalog(cmd: &CatalogCommand, json: bool) -> anyhow::Result<()> {
                 (None, _) => {
                     let v = client.families()?;
                     print(&v, json, |v| {
-                        for f in v.get("families").and_then(Value::as_array).into_iter().flatten() {
+                        for f in items(v, "families") {
                             let channels: Vec<String> = f
                                 .get("channels")
                                 .and_then(Value::as_object)
@@ -302,14 +306,8 @@ pub fn catalog(cmd: &CatalogCommand, json: bool) -> anyhow::Result<()> {
                 (Some(f), None) => {
                     let v = client.versions(f)?;
                     print(&v, json, |v| {
-                        for x in v.get("versions").and_then(Value::as_array).into_iter().flatten() {
-                            let certified: Vec<&str> = x
-                                .get("certified")
-                                .and_then(Value::as_array)
-                                .into_iter()
-                                .flatten()
-                                .filter_map(Value::as_str)
-                                .collect();
+                        for x in items(v, "versions") {
+                            let certified = strs(x, "certified");
                             println!(
                                 "{:<12} {:<12} {}  {}",
                                 s(x, "version"),
@@ -329,9 +327,9 @@ pub fn catalog(cmd: &CatalogCommand, json: bool) -> anyhow::Result<()> {
         CatalogCommand::Channels { family, target } => {
             let v = open(target)?.channels(family)?;
             print(&v, json, |v| {
-                for c in v.get("channels").and_then(Value::as_array).into_iter().flatten() {
+                for c in items(v, "channels") {
                     println!("{:<12} {}", s(c, "name"), s(c, "version"));
-                    for m in c.get("history").and_then(Value::as_array).into_iter().flatten() {
+                    for m in items(c, "history") {
                         println!("  {} {} {} → {}", s(m, "at"), s(m, "by"), s(m, "from"), s(m, "to"));
                     }
                 }
@@ -353,7 +351,7 @@ pub fn catalog(cmd: &CatalogCommand, json: bool) -> anyhow::Result<()> {
                 limit: *limit,
             })?;
             print(&v, json, |v| {
-                for e in v.get("entries").and_then(Value::as_array).into_iter().flatten() {
+                for e in items(v, "entries") {
                     let what = [s(e, "family"), s(e, "version")]
                         .iter()
                         .filter(|x| !x.is_empty())
@@ -384,14 +382,8 @@ pub fn catalog(cmd: &CatalogCommand, json: bool) -> anyhow::Result<()> {
             TokenCommand::List { target } => {
                 let v = open(target)?.tokens()?;
                 print(&v, json, |v| {
-                    for t in v.get("tokens").and_then(Value::as_array).into_iter().flatten() {
-                        let scopes: Vec<&str> = t
-                            .get("scopes")
-                            .and_then(Value::as_array)
-                            .into_iter()
-                            .flatten()
-                            .filter_map(Value::as_str)
-                            .collect();
+                    for t in items(v, "tokens") {
+                        let scopes = strs(t, "scopes");
                         println!(
                             "{}  {:<16} {:<30} {}",
                             s(t, "id"),
