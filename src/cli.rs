@@ -54,6 +54,11 @@ pub enum Command {
     Sign(SignArgs),
     /// Check a signed build output offline: every signature, digest and the OCI image signatures.
     Verify(VerifyArgs),
+    /// Take a blueprint through every stage: plan, build, test, sign, publish, promote.
+    ///
+    /// Stops at the first stage that fails, with that stage's exit code. `--json` prints one event per line
+    /// (schema kiln.pipeline.event/v1).
+    Pipeline(PipelineArgs),
     /// Publish a signed, certified build output to a catalog (a URL, or a catalog folder on this machine).
     ///
     /// Uploads the files the catalog lacks, then records the version in one transaction: all of it or
@@ -210,6 +215,29 @@ pub struct CatalogTarget {
     /// A token for a catalog URL (scopes: read, publish, promote, lifecycle, admin).
     #[arg(long, value_name = "TOKEN", env = "KILN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PipelineArgs {
+    #[command(flatten)]
+    pub blueprint: BlueprintArgs,
+    #[command(flatten)]
+    pub catalog: CatalogTarget,
+    /// The channel to move to the published version.
+    #[arg(long, default_value = "candidate")]
+    pub channel: String,
+    /// The build output folder [default: .kiln-out/NAME].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The signing key file [default: the PEM text in KILN_SIGNING_KEY].
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// The contracts folder [default: the nearest `contracts/`].
+    #[arg(long, value_name = "DIR", env = "KILN_CONTRACTS")]
+    pub contracts: Option<PathBuf>,
+    /// kiln's cache of .deb files and package stages.
+    #[arg(long, value_name = "DIR", env = "KILN_CACHE")]
+    pub cache: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

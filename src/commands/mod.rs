@@ -3,6 +3,7 @@
 mod build;
 mod catalog;
 mod docs;
+mod pipeline;
 mod plan;
 mod sign;
 mod test;
@@ -18,6 +19,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keygen(args) => sign::keygen(&args, json),
         Command::Sign(args) => sign::sign(&args, json),
         Command::Verify(args) => sign::verify(&args, json),
+        Command::Pipeline(args) => {
+            let mut flags = Vec::new();
+            if cli.global.quiet {
+                flags.push("-q");
+            }
+            flags.extend(std::iter::repeat_n("-v", usize::from(cli.global.verbose)));
+            pipeline::run(&args, json, &flags)
+        }
         Command::Publish(args) => catalog::publish(&args, json),
         Command::Promote(args) => catalog::promote(&args, json),
         Command::Lifecycle(args) => catalog::lifecycle(&args, json),
