@@ -8,6 +8,7 @@ pub mod client;
 mod error;
 pub mod http;
 pub mod model;
+pub mod registry;
 pub mod service;
 pub mod store;
 

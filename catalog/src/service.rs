@@ -409,6 +409,9 @@ impl Catalog {
         let verified = self.verify_bundle(&staging.0, &files)?;
         let record = self.record(&verified, files, actor, now)?;
         let current = Bytes::read(&staging.0, &record)?;
+        // The version's OCI image becomes pullable from the registry in the same transaction.
+        let registry =
+            crate::registry::publish::published(&record, &|rel| std::fs::read(staging.0.join(rel)))?;
 
         let mut outcome = None;
         self.meta.write(&mut |tx| {
@@ -449,6 +452,7 @@ impl Catalog {
             })
             .map_err(CatalogError::Notes)?;
             tx.insert_version(&record, &notes)?;
+            registry.write(tx)?;
             tx.append_audit(&NewAudit {
                 at: now,
                 actor: actor.to_owned(),

@@ -190,6 +190,10 @@ async fn handle(state: Arc<State>, req: Request<Body>) -> Response<Body> {
 async fn respond(state: Arc<State>, req: Request<Body>) -> Result<Response<Body>, Problem> {
     // The catalog's other surfaces (registry API, boot, simplestreams, web pages) each parse their own
     // requests into typed actions; the JSON API below is `/api/v1` and `/healthz`.
+    let p = req.uri().path();
+    if p == "/v2" || p.starts_with("/v2/") {
+        return Ok(crate::registry::respond(state, req).await);
+    }
     let (parts, body) = req.into_parts();
     let method = parts.method.as_str();
     let path = parts.uri.path().to_owned();

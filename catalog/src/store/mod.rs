@@ -1,5 +1,6 @@
 //! Where the catalog keeps things: metadata ([`MetaStore`]: families, versions, channels, notes, audit,
-//! tokens) and content ([`BlobStore`]: every file of a published bundle, by sha256).
+//! tokens, the OCI registry's manifests, tags, repository blobs and uploads) and content ([`BlobStore`]:
+//! every file of a published bundle and every blob pushed to the registry, by sha256 or sha512).
 //!
 //! Both are traits so the scale-out backends plug in beside the embedded default: [`sqlite::SqliteStore`]
 //! (WAL, one file) and [`blobs::FsBlobs`] (a content-addressed folder). Writes to metadata happen in one
@@ -7,6 +8,7 @@
 //! two writers never act on stale state, and a crash leaves the catalog as it was before the transaction.
 
 pub mod blobs;
+pub mod registry;
 pub mod sqlite;
 
 use std::{
@@ -19,6 +21,8 @@ use std::{
 use crate::model::{
     AuditEntry, ChannelMove, FamilyState, FamilySummary, Lifecycle, ReleaseNotes, TokenRecord, VersionRecord,
 };
+
+pub use registry::{Algorithm, RegistryManifest, Upload};
 
 /// A storage failure (not a rule of the catalog being broken).
 #[derive(Debug, thiserror::Error)]
@@ -43,8 +47,19 @@ pub enum StoreError {
     BlobDigest { expected: String, found: String },
     #[error("blob upload for {digest}: {found} bytes, {expected} announced")]
     BlobSize { digest: String, expected: u64, found: u64 },
-    #[error("`{0}` is not a sha256 digest (sha256:<64 hex>)")]
+    #[error("`{0}` is not a digest (sha256:<64 hex> or sha512:<128 hex>)")]
     BadDigest(String),
+    #[error("no upload {id} in progress")]
+    UploadUnknown { id: String },
+    /// A chunk that does not start where the upload stands (`size` bytes received).
+    #[error("upload {id} has {size} bytes; a chunk starting at {start} is out of order")]
+    UploadRange { id: String, size: u64, start: u64 },
+    /// A chunk whose length is not what its `Content-Range`/`Content-Length` announced (nothing kept).
+    #[error("upload {id}: the chunk has {found} bytes, {expected} announced")]
+    UploadLength { id: String, expected: u64, found: u64 },
+    /// Another request is writing to the upload.
+    #[error("upload {id} is being written by another request")]
+    UploadBusy { id: String, size: u64 },
     #[error("catalog database {path} was written by a newer kiln (schema {found}, this kiln knows {known})")]
     Schema { path: PathBuf, found: i64, known: i64 },
 }
@@ -101,6 +116,21 @@ pub trait Tx {
     fn insert_token(&mut self, token: &TokenRecord) -> Result<(), StoreError>;
     /// Remove a token by id; whether it existed.
     fn delete_token(&mut self, id: &str) -> Result<bool, StoreError>;
+
+    // The OCI registry (`catalog/src/registry`).
+    /// Record a manifest in its repository (replacing the same digest's record) with what it refers to.
+    fn registry_put_manifest(&mut self, manifest: &RegistryManifest) -> Result<(), StoreError>;
+    /// Point `tag` of `repo` at `digest`.
+    fn registry_set_tag(&mut self, repo: &str, tag: &str, digest: &str) -> Result<(), StoreError>;
+    /// Make the blob `digest` a member of `repo` (pushed or mounted there, or published into a family).
+    fn registry_add_blob(&mut self, repo: &str, digest: &str) -> Result<(), StoreError>;
+    /// Remove a manifest and the tags pointing at it; whether it was there.
+    fn registry_delete_manifest(&mut self, repo: &str, digest: &str) -> Result<bool, StoreError>;
+    fn registry_delete_tag(&mut self, repo: &str, tag: &str) -> Result<bool, StoreError>;
+    /// Remove the blob from the repository (its content stays while anything else refers to it).
+    fn registry_delete_blob(&mut self, repo: &str, digest: &str) -> Result<bool, StoreError>;
+    fn registry_start_upload(&mut self, upload: &Upload) -> Result<(), StoreError>;
+    fn registry_end_upload(&mut self, id: &str) -> Result<bool, StoreError>;
 }
 
 /// The catalog's metadata.
@@ -113,8 +143,22 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError>;
     fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
     fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
-    /// Every blob digest a version refers to.
+    /// Every blob digest a version or a registry manifest refers to (manifests themselves included).
     fn referenced_blobs(&self) -> Result<BTreeSet<String>, StoreError>;
+
+    // The OCI registry's reads.
+    fn registry_manifest(&self, repo: &str, digest: &str) -> Result<Option<RegistryManifest>, StoreError>;
+    /// The digest `tag` of `repo` points at.
+    fn registry_tag(&self, repo: &str, tag: &str) -> Result<Option<String>, StoreError>;
+    /// Every tag of `repo`, in byte order.
+    fn registry_tags(&self, repo: &str) -> Result<Vec<String>, StoreError>;
+    /// Whether the blob is a member of `repo`; with `repo` `None`, of any repository.
+    fn registry_has_blob(&self, repo: Option<&str>, digest: &str) -> Result<bool, StoreError>;
+    /// The manifests of `repo` whose `subject` is `digest`, by digest.
+    fn registry_referrers(&self, repo: &str, digest: &str) -> Result<Vec<RegistryManifest>, StoreError>;
+    /// Whether `repo` holds anything (a manifest, a tag or a blob).
+    fn registry_repo_exists(&self, repo: &str) -> Result<bool, StoreError>;
+    fn registry_upload(&self, id: &str) -> Result<Option<Upload>, StoreError>;
     /// Run `f` in one transaction and commit when it returns `Ok`; roll back otherwise.
     fn write(
         &self,
@@ -151,18 +195,47 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
     fn delete(&self, digest: &str) -> Result<(), StoreError>;
     /// Remove unfinished uploads older than `older_than`; how many.
     fn sweep_uploads(&self, older_than: SystemTime) -> Result<usize, StoreError>;
+
+    // Registry uploads: a session's bytes, appended in order, then checked against the digest the client
+    // names and moved into place.
+    /// Start an empty upload session `id`.
+    fn upload_create(&self, id: &str) -> Result<(), StoreError>;
+    /// The bytes a session has received; `None` when there is no such session.
+    fn upload_size(&self, id: &str) -> Result<Option<u64>, StoreError>;
+    /// Append `content` to the session. `start` (when the client gave a range) must be the session's size
+    /// ([`StoreError::UploadRange`] otherwise); `length` (when announced) must be what arrives, or nothing
+    /// of the chunk is kept. The new size.
+    fn upload_append(
+        &self,
+        id: &str,
+        start: Option<u64>,
+        length: Option<u64>,
+        content: &mut dyn Read,
+    ) -> Result<u64, StoreError>;
+    /// End the session: its bytes become the blob `digest` when they match it (the session is gone either
+    /// way); the blob's size.
+    fn upload_finish(&self, id: &str, digest: &str) -> Result<u64, StoreError>;
+    /// Drop a session; whether it existed.
+    fn upload_cancel(&self, id: &str) -> Result<bool, StoreError>;
 }
 
 /// `Read + Seek` as one object type.
 pub trait ReadSeek: Read + std::io::Seek + Send {}
 impl<T: Read + std::io::Seek + Send> ReadSeek for T {}
 
-/// The hex part of a `sha256:<64 hex>` digest.
+/// The hex part of a `sha256:<64 hex>` or `sha512:<128 hex>` digest (lowercase).
 pub fn digest_hex(digest: &str) -> Result<&str, StoreError> {
-    match digest.strip_prefix("sha256:") {
-        Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) => {
-            Ok(h)
-        }
-        _ => Err(StoreError::BadDigest(digest.to_owned())),
+    parse_digest(digest).map(|(_, hex)| hex)
+}
+
+/// The algorithm and hex part of a `sha256:<64 hex>` or `sha512:<128 hex>` digest (lowercase).
+pub fn parse_digest(digest: &str) -> Result<(Algorithm, &str), StoreError> {
+    let bad = || StoreError::BadDigest(digest.to_owned());
+    let (alg, hex) = digest.split_once(':').ok_or_else(bad)?;
+    let alg = Algorithm::from_name(alg).ok_or_else(bad)?;
+    if hex.len() == alg.hex_len() && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        Ok((alg, hex))
+    } else {
+        Err(bad())
     }
 }

@@ -3,6 +3,11 @@
 //! Versions are kept as their JSON record (the API's shape) beside the columns queries need (family,
 //! version, parent, the files' digests for garbage collection). Every transaction is `BEGIN IMMEDIATE`
 //! with `synchronous=FULL`: committed means on disk, and a crash at any point leaves the last commit.
+//!
+//! The OCI registry's tables (schema 2): `registry_manifests` (a manifest in a repository: media type,
+//! artifact type, subject, size, annotations), `registry_refs` (what each manifest refers to, for garbage
+//! collection), `registry_tags`, `registry_blobs` (repository membership: pushed, mounted or published)
+//! and `registry_uploads` (sessions in progress; their bytes are in the blob store).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -12,7 +17,7 @@ use std::{
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::{AuditQuery, MetaStore, NewAudit, StoreError, Tx};
+use super::{AuditQuery, MetaStore, NewAudit, RegistryManifest, StoreError, Tx, Upload};
 use crate::{
     model::{
         AuditEntry, Channel, ChannelMove, FamilyState, FamilySummary, Lifecycle, ReleaseNotes, Scope,
@@ -21,7 +26,7 @@ use crate::{
     CatalogError,
 };
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS families (
@@ -77,6 +82,42 @@ CREATE TABLE IF NOT EXISTS tokens (
     scopes TEXT NOT NULL,
     created_at INTEGER NOT NULL,
     created_by TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS registry_manifests (
+    repo TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    artifact_type TEXT,
+    subject TEXT,
+    size INTEGER NOT NULL,
+    annotations TEXT,
+    PRIMARY KEY (repo, digest)
+);
+CREATE INDEX IF NOT EXISTS registry_manifests_subject ON registry_manifests (repo, subject);
+CREATE TABLE IF NOT EXISTS registry_refs (
+    repo TEXT NOT NULL,
+    manifest TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (repo, manifest, digest)
+);
+CREATE INDEX IF NOT EXISTS registry_refs_digest ON registry_refs (digest);
+CREATE TABLE IF NOT EXISTS registry_tags (
+    repo TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (repo, tag)
+);
+CREATE INDEX IF NOT EXISTS registry_tags_digest ON registry_tags (repo, digest);
+CREATE TABLE IF NOT EXISTS registry_blobs (
+    repo TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (repo, digest)
+);
+CREATE INDEX IF NOT EXISTS registry_blobs_digest ON registry_blobs (digest);
+CREATE TABLE IF NOT EXISTS registry_uploads (
+    id TEXT PRIMARY KEY,
+    repo TEXT NOT NULL,
+    started_at INTEGER NOT NULL
 );
 ";
 
@@ -366,6 +407,109 @@ impl Tx for SqliteTx<'_> {
     fn delete_token(&mut self, id: &str) -> Result<bool, StoreError> {
         Ok(self.tx.execute("DELETE FROM tokens WHERE id = ?1", [id]).map_err(self.sq())? > 0)
     }
+
+    fn registry_put_manifest(&mut self, m: &RegistryManifest) -> Result<(), StoreError> {
+        self.tx
+            .execute(
+                "INSERT OR REPLACE INTO registry_manifests (repo, digest, media_type, artifact_type, subject, size, annotations)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![m.repo, m.digest, m.media_type, m.artifact_type, m.subject, m.size as i64, m.annotations],
+            )
+            .map_err(self.sq())?;
+        self.tx
+            .execute("DELETE FROM registry_refs WHERE repo = ?1 AND manifest = ?2", params![m.repo, m.digest])
+            .map_err(self.sq())?;
+        let mut stmt = self
+            .tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO registry_refs (repo, manifest, digest) VALUES (?1, ?2, ?3)",
+            )
+            .map_err(self.sq())?;
+        for r in &m.refs {
+            stmt.execute(params![m.repo, m.digest, r]).map_err(self.sq())?;
+        }
+        Ok(())
+    }
+
+    fn registry_set_tag(&mut self, repo: &str, tag: &str, digest: &str) -> Result<(), StoreError> {
+        self.tx
+            .execute(
+                "INSERT OR REPLACE INTO registry_tags (repo, tag, digest) VALUES (?1, ?2, ?3)",
+                params![repo, tag, digest],
+            )
+            .map_err(self.sq())?;
+        Ok(())
+    }
+
+    fn registry_add_blob(&mut self, repo: &str, digest: &str) -> Result<(), StoreError> {
+        self.tx
+            .execute(
+                "INSERT OR IGNORE INTO registry_blobs (repo, digest) VALUES (?1, ?2)",
+                params![repo, digest],
+            )
+            .map_err(self.sq())?;
+        Ok(())
+    }
+
+    fn registry_delete_manifest(&mut self, repo: &str, digest: &str) -> Result<bool, StoreError> {
+        let n = self
+            .tx
+            .execute("DELETE FROM registry_manifests WHERE repo = ?1 AND digest = ?2", params![repo, digest])
+            .map_err(self.sq())?;
+        for sql in [
+            "DELETE FROM registry_refs WHERE repo = ?1 AND manifest = ?2",
+            "DELETE FROM registry_tags WHERE repo = ?1 AND digest = ?2",
+        ] {
+            self.tx.execute(sql, params![repo, digest]).map_err(self.sq())?;
+        }
+        Ok(n > 0)
+    }
+
+    fn registry_delete_tag(&mut self, repo: &str, tag: &str) -> Result<bool, StoreError> {
+        let n = self
+            .tx
+            .execute("DELETE FROM registry_tags WHERE repo = ?1 AND tag = ?2", params![repo, tag])
+            .map_err(self.sq())?;
+        Ok(n > 0)
+    }
+
+    fn registry_delete_blob(&mut self, repo: &str, digest: &str) -> Result<bool, StoreError> {
+        let n = self
+            .tx
+            .execute("DELETE FROM registry_blobs WHERE repo = ?1 AND digest = ?2", params![repo, digest])
+            .map_err(self.sq())?;
+        Ok(n > 0)
+    }
+
+    fn registry_start_upload(&mut self, u: &Upload) -> Result<(), StoreError> {
+        self.tx
+            .execute(
+                "INSERT INTO registry_uploads (id, repo, started_at) VALUES (?1, ?2, ?3)",
+                params![u.id, u.repo, u.started_at.0],
+            )
+            .map_err(self.sq())?;
+        Ok(())
+    }
+
+    fn registry_end_upload(&mut self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.tx.execute("DELETE FROM registry_uploads WHERE id = ?1", [id]).map_err(self.sq())? > 0)
+    }
+}
+
+/// The columns of `registry_manifests`, in `manifest_from_row`'s order.
+const MANIFEST_COLUMNS: &str = "repo, digest, media_type, artifact_type, subject, size, annotations";
+
+fn manifest_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RegistryManifest> {
+    Ok(RegistryManifest {
+        repo: r.get(0)?,
+        digest: r.get(1)?,
+        media_type: r.get(2)?,
+        artifact_type: r.get(3)?,
+        subject: r.get(4)?,
+        size: r.get::<_, i64>(5)? as u64,
+        annotations: r.get(6)?,
+        refs: Vec::new(),
+    })
 }
 
 impl MetaStore for SqliteStore {
@@ -518,9 +662,115 @@ impl MetaStore for SqliteStore {
 
     fn referenced_blobs(&self) -> Result<BTreeSet<String>, StoreError> {
         self.read(|c| {
-            let mut stmt = c.prepare_cached("SELECT DISTINCT digest FROM files").map_err(self.sq())?;
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT digest FROM files UNION SELECT digest FROM registry_manifests
+                     UNION SELECT digest FROM registry_refs",
+                )
+                .map_err(self.sq())?;
             let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(self.sq())?;
             rows.collect::<Result<BTreeSet<_>, _>>().map_err(self.sq())
+        })
+    }
+
+    fn registry_manifest(&self, repo: &str, digest: &str) -> Result<Option<RegistryManifest>, StoreError> {
+        self.read(|c| {
+            let mut m = c
+                .query_row(
+                    &format!(
+                        "SELECT {MANIFEST_COLUMNS} FROM registry_manifests WHERE repo = ?1 AND digest = ?2"
+                    ),
+                    params![repo, digest],
+                    manifest_from_row,
+                )
+                .optional()
+                .map_err(self.sq())?;
+            if let Some(m) = &mut m {
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT digest FROM registry_refs WHERE repo = ?1 AND manifest = ?2 ORDER BY digest",
+                    )
+                    .map_err(self.sq())?;
+                let rows =
+                    stmt.query_map(params![repo, digest], |r| r.get::<_, String>(0)).map_err(self.sq())?;
+                m.refs = rows.collect::<Result<_, _>>().map_err(self.sq())?;
+            }
+            Ok(m)
+        })
+    }
+
+    fn registry_tag(&self, repo: &str, tag: &str) -> Result<Option<String>, StoreError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT digest FROM registry_tags WHERE repo = ?1 AND tag = ?2",
+                params![repo, tag],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map_err(self.sq())
+        })
+    }
+
+    fn registry_tags(&self, repo: &str) -> Result<Vec<String>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached("SELECT tag FROM registry_tags WHERE repo = ?1 ORDER BY tag")
+                .map_err(self.sq())?;
+            let rows = stmt.query_map([repo], |r| r.get::<_, String>(0)).map_err(self.sq())?;
+            let mut tags = rows.collect::<Result<Vec<_>, _>>().map_err(self.sq())?;
+            // SQLite's default collation is byte order already; sorting again keeps the promise explicit.
+            tags.sort();
+            Ok(tags)
+        })
+    }
+
+    fn registry_has_blob(&self, repo: Option<&str>, digest: &str) -> Result<bool, StoreError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT 1 FROM registry_blobs WHERE (?1 IS NULL OR repo = ?1) AND digest = ?2 LIMIT 1",
+                params![repo, digest],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(self.sq())
+        })
+    }
+
+    fn registry_referrers(&self, repo: &str, digest: &str) -> Result<Vec<RegistryManifest>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {MANIFEST_COLUMNS} FROM registry_manifests WHERE repo = ?1 AND subject = ?2 ORDER BY digest"
+                ))
+                .map_err(self.sq())?;
+            let rows = stmt.query_map(params![repo, digest], manifest_from_row).map_err(self.sq())?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(self.sq())
+        })
+    }
+
+    fn registry_repo_exists(&self, repo: &str) -> Result<bool, StoreError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT 1 FROM registry_manifests WHERE repo = ?1
+                 UNION ALL SELECT 1 FROM registry_tags WHERE repo = ?1
+                 UNION ALL SELECT 1 FROM registry_blobs WHERE repo = ?1 LIMIT 1",
+                [repo],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(self.sq())
+        })
+    }
+
+    fn registry_upload(&self, id: &str) -> Result<Option<Upload>, StoreError> {
+        self.read(|c| {
+            c.query_row("SELECT id, repo, started_at FROM registry_uploads WHERE id = ?1", [id], |r| {
+                Ok(Upload { id: r.get(0)?, repo: r.get(1)?, started_at: Timestamp(r.get(2)?) })
+            })
+            .optional()
+            .map_err(self.sq())
         })
     }
 
