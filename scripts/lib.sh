@@ -10,7 +10,7 @@ KILN_APT_PACKAGES=(
   openssl libssl-dev
   libsqlite3-dev
   mmdebstrap
-  skopeo umoci
+  skopeo umoci podman
   ovmf
   uidmap
 )
