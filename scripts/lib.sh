@@ -37,18 +37,41 @@ ensure_packages() {
 }
 
 # QEMU: qemu-system-x86 and qemu-utils must come from the same release, so they go in one command; a
-# qemu-utils from backports is brought back to the release's own version (--allow-downgrades).
+# qemu-utils from backports is brought back to the release's own version (--allow-downgrades). Also from
+# that release: qemu-block-extra (the curl block driver, `-drive file.driver=http`, booting a disk straight
+# from the catalog) and ipxe-qemu (the NICs' iPXE ROMs, network boot from the catalog).
 ensure_qemu() {
-  if dpkg-query -W -f='${Status}' qemu-system-x86 2>/dev/null | grep -q 'install ok installed' \
-    && command -v qemu-img >/dev/null; then
+  local p ok=1
+  for p in qemu-system-x86 qemu-block-extra ipxe-qemu; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || ok=0
+  done
+  if [ "$ok" -eq 1 ] && command -v qemu-img >/dev/null; then
     return 0
   fi
   local codename
   codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
-  log "installing qemu-system-x86 and qemu-utils from $codename"
+  log "installing qemu-system-x86, qemu-utils, qemu-block-extra and ipxe-qemu from $codename"
   as_root apt-get update -q
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q --allow-downgrades --no-install-recommends \
-    qemu-system-x86 "qemu-utils/$codename"
+    qemu-system-x86 "qemu-utils/$codename" "qemu-block-extra/$codename" ipxe-qemu
+}
+
+# The simplestreams client (`sstream-query`), which the catalog's stream tests read it with. Debian
+# bookworm does not package it, so it comes from PyPI (python-simplestreams, pinned) into its own venv,
+# linked onto PATH.
+KILN_SIMPLESTREAMS_VENV=/opt/kiln-tools/simplestreams
+KILN_SIMPLESTREAMS_VERSION=0.1.0.post59
+ensure_simplestreams() {
+  local venv=$KILN_SIMPLESTREAMS_VENV
+  if [ -x "$venv/bin/sstream-query" ] && "$venv/bin/python" -c 'import simplestreams' 2>/dev/null; then
+    return 0
+  fi
+  log "installing python-simplestreams $KILN_SIMPLESTREAMS_VERSION into $venv"
+  python3 -m venv --help >/dev/null 2>&1 || ensure_packages python3-venv
+  as_root rm -rf "$venv"
+  as_root python3 -m venv "$venv"
+  as_root "$venv/bin/pip" install -q --disable-pip-version-check "python-simplestreams==$KILN_SIMPLESTREAMS_VERSION"
+  as_root ln -sf "$venv/bin/sstream-query" /usr/local/bin/sstream-query
 }
 
 ensure_rust() {

@@ -3,6 +3,7 @@
 //! Pure parts: the [`model`], the resolver ([`resolve`]), the lifecycle rules ([`lifecycle`]) and the
 //! release notes ([`notes`]). See `runbook/ARCHITECTURE.md` for the map.
 
+pub mod boot;
 pub mod bundle;
 pub mod client;
 mod error;

@@ -176,8 +176,12 @@ impl Live {
         let server = Server::for_bundles(&bundles);
         let base = bundles.good(&BundleSpec::new("base", "1.0.0"));
         let old = bundles.good(&BundleSpec::new("web", "0.9.0"));
-        let web =
-            bundles.good(&BundleSpec::new("web", "1.0.0").parent("base", "1.0.0", &base.manifest_digest()));
+        // Bootable, for the network boot routes.
+        let web = bundles.good(&BundleSpec::new("web", "1.0.0").bootable().parent(
+            "base",
+            "1.0.0",
+            &base.manifest_digest(),
+        ));
         for b in [&base, &old, &web] {
             assert_eq!(server.publish_raw(b).status, 201);
         }
@@ -216,6 +220,7 @@ impl Live {
             "include" => "deprecated".into(),
             "limit" | "before" => "10".into(),
             "grace_secs" => "3600".into(),
+            "allow-retired" => "1".into(),
             other => panic!("parameter `{other}` has no sample: add one"),
         }
     }
@@ -384,10 +389,11 @@ fn the_document_is_openapi_3_1_and_every_reference_resolves() {
             .filter(|p| p["in"] == "path")
             .map(|p| p["name"].as_str().unwrap().to_owned())
             .collect();
+        // `{name}` anywhere in a segment (`/boot/{family}/{version}.ipxe`).
         let used: BTreeSet<String> = path
-            .split('/')
-            .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
-            .map(str::to_owned)
+            .split('{')
+            .skip(1)
+            .filter_map(|s| s.split_once('}').map(|(name, _)| name.to_owned()))
             .collect();
         assert_eq!(declared, used, "{id}");
     }
@@ -408,8 +414,11 @@ fn every_route_the_server_knows_is_documented() {
     let doc = document();
     let documented: BTreeSet<(String, String)> =
         operations(&doc).into_iter().map(|(p, m, _)| (m.to_ascii_uppercase(), p)).collect();
-    let known: BTreeSet<(String, String)> =
-        ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    let known: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .chain(kiln_catalog::boot::action::ROUTES)
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
     let undocumented: Vec<_> = known.difference(&documented).collect();
     assert!(undocumented.is_empty(), "routes missing from openapi.json: {undocumented:?}");
     let unknown: Vec<_> = documented.difference(&known).collect();

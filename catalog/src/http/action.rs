@@ -130,7 +130,7 @@ impl Action {
 const AUDIT_LIMIT: usize = 100;
 const AUDIT_MAX: usize = 1000;
 
-fn percent_decode(segment: &str, field: &str) -> Result<String, Problem> {
+pub(crate) fn percent_decode(segment: &str, field: &str) -> Result<String, Problem> {
     let bytes = segment.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -247,6 +247,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/families/{family}/versions/{version}"),
     ("GET", "/api/v1/families/{family}/versions/{version}/manifest"),
     ("GET", "/api/v1/families/{family}/versions/{version}/files/{path}"),
+    ("HEAD", "/api/v1/families/{family}/versions/{version}/files/{path}"),
     ("GET", "/api/v1/families/{family}/versions/{version}/release-notes"),
     ("PATCH", "/api/v1/families/{family}/versions/{version}/lifecycle"),
     ("GET", "/api/v1/families/{family}/channels"),
@@ -299,7 +300,7 @@ pub fn parse(method: &str, path: &str, query: Option<&str>, body_bytes: &[u8]) -
             Action::GetManifest { family: family(f)?, version: version(v)? }
         }
         ["families", f, "versions", v, "files", file @ ..] if !file.is_empty() => {
-            expect(m, &["GET"], path)?;
+            expect(m, &["GET", "HEAD"], path)?;
             let parts = file.iter().map(|s| percent_decode(s, "path")).collect::<Result<Vec<_>, _>>()?;
             if parts.iter().any(|p| p.is_empty() || p == "." || p == ".." || p.contains('/')) {
                 return Err(Problem::bad_request("path", "not a path inside the bundle"));

@@ -6,6 +6,7 @@
 //! `catalog/openapi.json`, served at `/api/v1/openapi.json` and checked against these routes in tests.
 
 pub mod action;
+pub mod download;
 pub mod problem;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -129,7 +130,7 @@ pub fn run_blocking(
     })
 }
 
-fn problem_response(p: &Problem) -> Response<Body> {
+pub(crate) fn problem_response(p: &Problem) -> Response<Body> {
     let mut r = Response::new(Body::from(serde_json::to_vec(p).unwrap_or_default()));
     *r.status_mut() = StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
@@ -161,7 +162,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Run blocking catalog work off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, CatalogError> + Send + 'static,
 ) -> Result<T, Problem> {
     match tokio::task::spawn_blocking(f).await {
@@ -198,6 +199,13 @@ async fn respond(state: Arc<State>, req: Request<Body>) -> Result<Response<Body>
     let method = parts.method.as_str();
     let path = parts.uri.path().to_owned();
     let query = parts.uri.query().map(str::to_owned);
+    if crate::boot::action::handles(&path) {
+        let retired =
+            parts.headers.get(crate::boot::action::ALLOW_RETIRED_HEADER).and_then(|v| v.to_str().ok());
+        let action = crate::boot::action::parse(method, &path, query.as_deref(), retired)?;
+        authorize_scope(&state, (!state.opts.public_reads).then_some(Scope::Read), &parts.headers).await?;
+        return crate::boot::run(&state, action, &parts.headers).await;
+    }
     // Blob uploads stream; other bodies are small JSON documents.
     let is_upload = parts.method == Method::PUT && path.starts_with(&format!("{}/blobs/", action::API));
     let (body_bytes, stream) = if is_upload {
@@ -211,7 +219,8 @@ async fn respond(state: Arc<State>, req: Request<Body>) -> Result<Response<Body>
     let action = action::parse(method, &path, query.as_deref(), &body_bytes)?;
     let token = authorize(&state, &action, &parts.headers).await?;
     let actor = token.as_ref().map_or_else(|| "anonymous".to_owned(), |t| format!("token:{}", t.name));
-    run(&state, action, actor, stream, &parts.headers).await
+    let head = parts.method == Method::HEAD;
+    run(&state, action, actor, stream, &parts.headers, head).await
 }
 
 /// Check the request's token against what the action needs.
@@ -225,6 +234,15 @@ async fn authorize(
         None if action.is_read() && !state.opts.public_reads => Some(Scope::Read),
         None => None,
     };
+    authorize_scope(state, needed, headers).await
+}
+
+/// The request's token, required to have `needed` when given.
+async fn authorize_scope(
+    state: &State,
+    needed: Option<Scope>,
+    headers: &HeaderMap,
+) -> Result<Option<TokenRecord>, Problem> {
     let token = bearer(headers).map(str::to_owned);
     let record = match token {
         Some(t) => {
@@ -266,49 +284,21 @@ impl std::io::Read for ChannelReader {
     }
 }
 
+/// A stored file with the shared download behaviour (ranges, conditionals, digests; `head`: headers only).
 async fn file_response(
     state: &State,
-    digest: String,
-    size: u64,
-    content_type: &'static str,
+    file: download::Served,
+    head: bool,
+    headers: &HeaderMap,
 ) -> Result<Response<Body>, Problem> {
-    let body = match state.catalog.blobs().local_path(&digest) {
-        Some(path) => {
-            let f = tokio::fs::File::open(&path)
-                .await
-                .map_err(|_| Problem::from(&CatalogError::not_found(format!("blob {digest}"))))?;
-            Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f, 1 << 16))
-        }
-        None => {
-            let c = Arc::clone(&state.catalog);
-            let d = digest.clone();
-            let bytes = blocking(move || {
-                use std::io::Read as _;
-                let mut out = Vec::new();
-                c.blobs()
-                    .open(&d)?
-                    .read_to_end(&mut out)
-                    .map_err(|source| crate::store::StoreError::Io { path: d.clone().into(), source })?;
-                Ok(out)
-            })
-            .await?;
-            Body::from(bytes)
-        }
-    };
-    let mut r = Response::new(body);
-    let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{digest}\"")) {
-        h.insert(header::ETAG, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&digest) {
-        h.insert("Docker-Content-Digest", v);
-    }
-    Ok(r)
+    download::serve(&state.catalog, &file, head, headers).await
 }
 
-fn content_type_of(path: &str) -> &'static str {
+fn served(digest: String, size: u64, content_type: &'static str, at: Option<Timestamp>) -> download::Served {
+    download::Served { digest, size, content_type, last_modified: at, path: None }
+}
+
+pub(crate) fn content_type_of(path: &str) -> &'static str {
     if path.ends_with(".json") || path.ends_with(".jsonl") {
         "application/json"
     } else if path.ends_with(".xml") {
@@ -326,6 +316,7 @@ async fn run(
     actor: String,
     stream: Option<Body>,
     headers: &HeaderMap,
+    head: bool,
 ) -> Result<Response<Body>, Problem> {
     let c = Arc::clone(&state.catalog);
     let now = Timestamp::now();
@@ -371,14 +362,21 @@ async fn run(
         }
         Action::GetManifest { family, version } => {
             let v = blocking(move || c.version(&family, &version)).await?;
-            file_response(state, v.manifest_digest.clone(), manifest_size(&v), "application/json").await?
+            let file = served(
+                v.manifest_digest.clone(),
+                manifest_size(&v),
+                "application/json",
+                Some(v.published_at),
+            );
+            file_response(state, file, head, headers).await?
         }
         Action::GetFile { family, version, path } => {
             let v = blocking(move || c.version(&family, &version)).await?;
             let Some(f) = v.file(&path) else {
                 return Err(Problem::not_found(format!("{} has no file {path}", v.id())));
             };
-            file_response(state, f.digest.clone(), f.size, content_type_of(&path)).await?
+            let file = served(f.digest.clone(), f.size, content_type_of(&path), Some(v.published_at));
+            file_response(state, file, head, headers).await?
         }
         Action::GetReleaseNotes { family, version, format } => {
             let (fam, ver) = (family.clone(), version.clone());
@@ -429,9 +427,8 @@ async fn run(
             let Some(size) = size else {
                 return Err(Problem::not_found(format!("blob {digest}")));
             };
-            let mut r = Response::new(Body::empty());
-            r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(size));
-            r
+            file_response(state, served(digest, size, "application/octet-stream", None), true, headers)
+                .await?
         }
         Action::GetBlob { digest } => {
             let d = digest.clone();
@@ -439,7 +436,8 @@ async fn run(
             let Some(size) = size else {
                 return Err(Problem::not_found(format!("blob {digest}")));
             };
-            file_response(state, digest, size, "application/octet-stream").await?
+            file_response(state, served(digest, size, "application/octet-stream", None), head, headers)
+                .await?
         }
         Action::PutBlob { digest } => {
             let size = headers

@@ -30,6 +30,8 @@ use serde_json::{json, Value};
 pub const DISK: &str = "disk.raw";
 pub const SBOM: &str = "sbom.spdx.json";
 pub const CERTIFICATION: &str = "report/certification.json";
+/// The default boot entry of a bootable fixture disk.
+pub const BOOT_ENTRY: &str = "fixture-6.1.0-2.conf";
 
 /// A Debian package of an image: (name, version, architecture).
 pub type Package = (String, String, String);
@@ -59,6 +61,8 @@ pub struct BundleSpec {
     pub salt: String,
     /// The blueprint's lifecycle policy, as the build records it in the manifest.
     pub lifecycle: Option<LifecyclePolicy>,
+    /// The disk is a GPT disk whose ESP has a default boot entry (see [`BundleSpec::bootable`]).
+    pub bootable: bool,
 }
 
 impl BundleSpec {
@@ -79,6 +83,7 @@ impl BundleSpec {
             disk_size: 64 << 10,
             salt: String::new(),
             lifecycle: None,
+            bootable: false,
         }
     }
 
@@ -135,8 +140,68 @@ impl BundleSpec {
         self
     }
 
-    /// The disk's bytes: a header naming the image, then a pattern that depends on the salt.
+    /// A bootable disk: a GPT with a FAT32 ESP holding systemd-boot's `loader/loader.conf`, the Boot Loader
+    /// Specification entry [`BOOT_ENTRY`] (kernel [`BundleSpec::kernel_bytes`], initrd
+    /// [`BundleSpec::initrd_bytes`], options [`BundleSpec::boot_options`]) and an older entry that is not
+    /// the default; 36 MiB, mostly holes.
+    pub fn bootable(mut self) -> Self {
+        self.bootable = true;
+        self
+    }
+
+    /// The fixture kernel's bytes (depend on the name, version and salt).
+    pub fn kernel_bytes(&self) -> Vec<u8> {
+        format!("fixture kernel {} {} {}\n", self.name, self.version, self.salt).repeat(3000).into_bytes()
+    }
+
+    pub fn initrd_bytes(&self) -> Vec<u8> {
+        format!("fixture initrd {} {} {}\n", self.name, self.version, self.salt).repeat(5000).into_bytes()
+    }
+
+    /// The default entry's kernel command line.
+    pub fn boot_options(&self) -> String {
+        format!("root=PARTLABEL=root console=ttyS0 rw kiln.fixture={}", self.name)
+    }
+
+    /// The raw disk of [`BundleSpec::bootable`].
+    fn bootable_disk(&self) -> Vec<u8> {
+        use kiln_disk::{DiskLayout, DiskSpec, EspFile, EspOptions, ImageIdentity, MIB};
+        let spec = DiskSpec { size: Some(36 * MIB), esp_size: 33 * MIB, extra: Vec::new() };
+        let identity = ImageIdentity::new(&self.name, &self.version, &self.salt);
+        let layout = DiskLayout::plan(&spec, 0, &identity).unwrap();
+        let file = |path: &str, data: Vec<u8>| EspFile { path: path.into(), data };
+        let files = [
+            file("loader/loader.conf", b"timeout 0\ndefault fixture-*\n".to_vec()),
+            file(
+                &format!("loader/entries/{BOOT_ENTRY}"),
+                format!(
+                    "title fixture\nlinux /vmlinuz-6.1.0-2\ninitrd /initrd.img-6.1.0-2\noptions {}\n",
+                    self.boot_options()
+                )
+                .into_bytes(),
+            ),
+            file(
+                "loader/entries/fixture-6.1.0-1.conf",
+                b"title old\nlinux /vmlinuz-6.1.0-1\noptions old\n".to_vec(),
+            ),
+            file("vmlinuz-6.1.0-2", self.kernel_bytes()),
+            file("initrd.img-6.1.0-2", self.initrd_bytes()),
+            file("vmlinuz-6.1.0-1", b"old kernel".to_vec()),
+        ];
+        let opts = EspOptions { label: "ESP".into(), volume_id: identity.u32("esp"), epoch: 0 };
+        let mut out = std::io::Cursor::new(Vec::new());
+        kiln_disk::write_raw_disk(&mut out, &layout, &files, &opts, &mut std::io::empty()).unwrap();
+        let mut bytes = out.into_inner();
+        bytes.resize(layout.size as usize, 0);
+        bytes
+    }
+
+    /// The disk's bytes: a header naming the image, then a pattern that depends on the salt (or, when
+    /// [`BundleSpec::bootable`], a bootable disk).
     pub fn disk_bytes(&self) -> Vec<u8> {
+        if self.bootable {
+            return self.bootable_disk();
+        }
         let mut out =
             format!("kiln fixture disk {} {} {}\n", self.name, self.version, self.salt).into_bytes();
         let seed = self.salt.bytes().fold(7u8, |a, b| a.wrapping_mul(31).wrapping_add(b));
