@@ -417,6 +417,7 @@ fn every_route_the_server_knows_is_documented() {
     let known: BTreeSet<(String, String)> = ROUTES
         .iter()
         .chain(kiln_catalog::boot::action::ROUTES)
+        .chain(kiln_catalog::registry::ROUTES)
         .map(|(m, p)| (m.to_string(), p.to_string()))
         .collect();
     let undocumented: Vec<_> = known.difference(&documented).collect();
@@ -434,6 +435,10 @@ fn every_documented_operation_answers_as_documented() {
     let mut errors = Vec::new();
     let mut by_path: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
     for (path, method, op) in operations(&doc) {
+        // The registry's requests depend on each other: `registry_operations_answer_as_documented`.
+        if path.starts_with("/v2") {
+            continue;
+        }
         by_path.entry(path.clone()).or_default().insert(method);
         let id = op["operationId"].as_str().unwrap();
         // A revocation needs a token that exists: one made for it.
@@ -485,6 +490,10 @@ fn operations_with_a_scope_need_a_token_with_that_scope() {
     let mut errors = Vec::new();
     let mut scoped = 0;
     for (path, method, op) in operations(&doc) {
+        // The registry's requests depend on each other: `registry_operations_answer_as_documented`.
+        if path.starts_with("/v2") {
+            continue;
+        }
         let id = op["operationId"].as_str().unwrap();
         let url = live.url(&doc, &path, op, false, "0123456789ab");
         let what = format!("{id}: {} {url}", method.to_ascii_uppercase());
@@ -521,5 +530,144 @@ fn operations_with_a_scope_need_a_token_with_that_scope() {
         }
     }
     assert!(scoped >= 8, "only {scoped} operations with x-scope");
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+
+/// The registry's operations (`/v2`, skipped by the tests above: their requests depend on each other —
+/// an upload's id, a pushed digest) in one push-and-pull session: each documented operation is called
+/// and answers a documented status with a body of the documented schema, every one of them is called,
+/// the methods a path does not document get 405 with the documented ones in `Allow`, and every write
+/// needs a token with its `x-scope`.
+#[test]
+fn registry_operations_answer_as_documented() {
+    let doc = document();
+    let bundles = Bundles::new();
+    let s = Server::for_bundles(&bundles);
+    let admin = s.admin_token.clone();
+    let send = |method: &str, url: &str, token: Option<&str>, body: Option<&[u8]>| {
+        s.http.request(method, url, token, body.map(|b| ("application/octet-stream", b.to_vec())))
+    };
+    let registry: Vec<(String, &str, &Value)> =
+        operations(&doc).into_iter().filter(|(p, _, _)| p.starts_with("/v2")).collect();
+    let op = |method: &str, path: &str| -> &Value {
+        registry
+            .iter()
+            .find(|(p, m, _)| p == path && m.eq_ignore_ascii_case(method))
+            .map(|(_, _, op)| *op)
+            .unwrap_or_else(|| panic!("{method} {path} is not documented"))
+    };
+    let mut errors = Vec::new();
+    let mut called = BTreeSet::new();
+    let mut check = |method: &str, path: &str, a: &Answer, want: u16| {
+        called.insert((method.to_ascii_lowercase(), path.to_owned()));
+        let what = format!("{method} {path}");
+        if a.status != want {
+            errors.push(format!("{what}: {} (want {want}) {}", a.status, a.text()));
+        }
+        errors.extend(conforms(&doc, &what, op(method, path), a));
+    };
+    let repo = "docs/app";
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let digest = support::sha256(config);
+    check("GET", "/v2/", &send("GET", "/v2/", Some(&admin), None), 200);
+    check(
+        "GET",
+        "/v2/token",
+        &send("GET", "/v2/token?service=kiln&scope=repository:docs/app:push,pull", Some(&admin), None),
+        200,
+    );
+    let started = send("POST", &format!("/v2/{repo}/blobs/uploads/"), Some(&admin), None);
+    check("POST", "/v2/{name}/blobs/uploads/", &started, 202);
+    let upload = started.header("location").unwrap_or_default().to_owned();
+    let session = "/v2/{name}/blobs/uploads/{id}";
+    check("GET", session, &send("GET", &upload, Some(&admin), None), 204);
+    check("PATCH", session, &send("PATCH", &upload, Some(&admin), Some(config)), 202);
+    check("PUT", session, &send("PUT", &format!("{upload}?digest={digest}"), Some(&admin), None), 201);
+    let blob = "/v2/{name}/blobs/{digest}";
+    check("HEAD", blob, &send("HEAD", &format!("/v2/{repo}/blobs/{digest}"), Some(&admin), None), 200);
+    check("GET", blob, &send("GET", &format!("/v2/{repo}/blobs/{digest}"), None, None), 200);
+    let manifest = json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest, "size": config.len()},
+        "layers": [],
+    });
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    let m = "/v2/{name}/manifests/{reference}";
+    let pushed = s.http.request(
+        "PUT",
+        &format!("/v2/{repo}/manifests/v1"),
+        Some(&admin),
+        Some(("application/vnd.oci.image.manifest.v1+json", bytes.clone())),
+    );
+    check("PUT", m, &pushed, 201);
+    let md = support::sha256(&bytes);
+    check("GET", m, &send("GET", &format!("/v2/{repo}/manifests/v1"), None, None), 200);
+    check("HEAD", m, &send("HEAD", &format!("/v2/{repo}/manifests/{md}"), None, None), 200);
+    check(
+        "GET",
+        "/v2/{name}/tags/list",
+        &send("GET", &format!("/v2/{repo}/tags/list?n=10"), None, None),
+        200,
+    );
+    let referrers = send("GET", &format!("/v2/{repo}/referrers/{md}"), None, None);
+    check("GET", "/v2/{name}/referrers/{digest}", &referrers, 200);
+    let other = send("POST", &format!("/v2/{repo}/blobs/uploads/"), Some(&admin), None);
+    let other = other.header("location").unwrap_or_default().to_owned();
+    check("DELETE", session, &send("DELETE", &other, Some(&admin), None), 204);
+    check("DELETE", m, &send("DELETE", &format!("/v2/{repo}/manifests/v1"), Some(&admin), None), 202);
+    check("DELETE", blob, &send("DELETE", &format!("/v2/{repo}/blobs/{digest}"), Some(&admin), None), 202);
+    // An error answer is documented too.
+    check("GET", m, &send("GET", &format!("/v2/{repo}/manifests/v1"), None, None), 404);
+
+    let documented: BTreeSet<(String, String)> =
+        registry.iter().map(|(p, m, _)| (m.to_string(), p.clone())).collect();
+    assert_eq!(called, documented, "every registry operation is called");
+
+    // Undocumented methods: 405 with the documented ones in `Allow`.
+    let sample = |path: &str| {
+        path.replace("{name}", repo)
+            .replace("{reference}", "v1")
+            .replace("{digest}", &digest)
+            .replace("{id}", "00ff")
+    };
+    let mut by_path: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for (p, m, _) in &registry {
+        by_path.entry(p).or_default().insert(m.to_ascii_uppercase());
+    }
+    for (path, methods) in &by_path {
+        for m in METHODS.iter().map(|m| m.to_ascii_uppercase()).filter(|m| !methods.contains(m)) {
+            let a = send(&m, &sample(path), Some(&admin), None);
+            let allow: BTreeSet<String> =
+                a.header("allow").unwrap_or("").split(',').map(|s| s.trim().to_owned()).collect();
+            if a.status != 405 || &allow != methods {
+                errors.push(format!("{m} {path}: {} with Allow {allow:?}, documented {methods:?}", a.status));
+            }
+        }
+    }
+
+    // Writes need their scope: 401 without a token (the token flow's challenge), 403 without the scope.
+    let reader = s.token("reader", &["read"]);
+    for (path, method, op) in &registry {
+        let is_write = !matches!(*method, "get" | "head");
+        let Some(scope) = op.get("x-scope").and_then(Value::as_str) else {
+            if is_write {
+                errors.push(format!("{method} {path}: a write without x-scope"));
+            }
+            continue;
+        };
+        let mut url = sample(path);
+        if *method == "put" && path.ends_with("{id}") {
+            url.push_str(&format!("?digest={digest}"));
+        }
+        let a = send(&method.to_ascii_uppercase(), &url, None, None);
+        if a.status != 401 || !a.header("www-authenticate").is_some_and(|c| c.starts_with("Bearer realm=")) {
+            errors.push(format!("{method} {url}: {} without a token: {}", a.status, a.text()));
+        }
+        errors.extend(conforms(&doc, &format!("{method} {url}"), op, &a));
+        let a = send(&method.to_ascii_uppercase(), &url, Some(&reader), None);
+        if a.status != 403 || !a.text().contains(&format!("`{scope}` scope")) {
+            errors.push(format!("{method} {url}: {} with a read token: {}", a.status, a.text()));
+        }
+    }
     assert!(errors.is_empty(), "{}", errors.join("\n"));
 }
