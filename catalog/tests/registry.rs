@@ -343,7 +343,13 @@ fn any_repository_is_pushed_and_pulled() {
     );
     let kept = image(&c, "kept", b"{\"kept\":1}", &[b"kept layer"]);
     assert_eq!(c.put_manifest("kept", "v1", MANIFEST, &kept).status, 201);
+    let r = c.send("POST", "/v2/kept/blobs/uploads/", &[], b"");
+    let abandoned = r.header("location").unwrap().to_owned();
+    c.send("PATCH", &abandoned, &[], b"half a blob");
+    std::thread::sleep(std::time::Duration::from_millis(20));
     s.catalog.gc(std::time::Duration::ZERO).unwrap();
+    // An upload older than the grace period is swept with its bytes.
+    assert_eq!(c.get(&abandoned).error(404), "BLOB_UPLOAD_UNKNOWN");
     let r = c.get("/v2/kept/manifests/v1");
     assert_eq!(r.status, 200);
     assert_eq!(c.get(&format!("/v2/kept/blobs/{}", sha256(b"kept layer"))).body, b"kept layer");

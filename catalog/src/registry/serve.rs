@@ -610,7 +610,16 @@ async fn session(cx: &Cx, name: &str, id: &str) -> Result<u64> {
     blocking(cx, move |c| {
         let unknown = || RegistryError::new(Code::BlobUploadUnknown, format!("{n} has no upload {i}"));
         match c.meta().registry_upload(&i)? {
-            Some(u) if u.repo == n => c.blobs().upload_size(&i)?.ok_or_else(unknown),
+            Some(u) if u.repo == n => match c.blobs().upload_size(&i)? {
+                Some(size) => Ok(size),
+                None => {
+                    // Its bytes were swept as abandoned: the record goes too.
+                    c.meta().write(&mut |tx| {
+                        tx.registry_end_upload(&i).map(|_| ()).map_err(CatalogError::from)
+                    })?;
+                    Err(unknown())
+                }
+            },
             _ => Err(unknown()),
         }
     })

@@ -316,8 +316,10 @@ impl BlobStore for FsBlobs {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(unknown()),
             Err(e) => return Err(io(&path)(e)),
         };
+        let seen = f.metadata().map_err(io(&path))?.len();
+        let _claim = self.claim(id, seen)?;
+        // Read again under the claim: another request may have appended since.
         let size = f.metadata().map_err(io(&path))?.len();
-        let _claim = self.claim(id, size)?;
         if let Some(start) = start.filter(|s| *s != size) {
             return Err(StoreError::UploadRange { id: id.to_owned(), size, start });
         }
@@ -347,8 +349,8 @@ impl BlobStore for FsBlobs {
             }
             Err(e) => return Err(io(&path)(e)),
         };
+        let _claim = self.claim(id, f.metadata().map_err(io(&path))?.len())?;
         let size = f.metadata().map_err(io(&path))?.len();
-        let _claim = self.claim(id, size)?;
         let found = hash_file(alg, &mut f).and_then(|d| f.sync_all().map(|()| d));
         drop(f);
         let found = match found {
