@@ -84,6 +84,19 @@ pub struct Catalog {
     blobs: Box<dyn BlobStore>,
     trusted: Vec<PublicKey>,
     cache: Mutex<HashMap<String, Arc<FamilyState>>>,
+    /// Resolve answers by family, for the revision and day they were computed on.
+    answers: Mutex<HashMap<String, Answers>>,
+}
+
+/// How many resolve answers a family keeps (different requests on one revision and day).
+const ANSWERS_PER_FAMILY: usize = 256;
+
+/// The resolve answers of one family at one revision, on one day, by request.
+#[derive(Debug, Default)]
+struct Answers {
+    revision: u64,
+    today: Option<Day>,
+    json: HashMap<String, Arc<[u8]>>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CatalogError + '_ {
@@ -184,7 +197,14 @@ impl Catalog {
                 trusted.push(key);
             }
         }
-        Ok(Self { root: root.to_owned(), meta, blobs, trusted, cache: Mutex::new(HashMap::new()) })
+        Ok(Self {
+            root: root.to_owned(),
+            meta,
+            blobs,
+            trusted,
+            cache: Mutex::new(HashMap::new()),
+            answers: Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -328,6 +348,45 @@ impl Catalog {
     ) -> Result<Resolution, CatalogError> {
         let state = self.family(family)?;
         Ok(resolve::resolve(&state, req, today)?)
+    }
+
+    /// [`Catalog::resolve`] as the API sends it: the [`Resolution`] as pretty JSON and a newline. Answers
+    /// are kept for the family's revision and the day (any change to the family bumps its revision), so a
+    /// request asked again costs the revision lookup, not the walk and the serialization of its answer.
+    pub fn resolve_json(
+        &self,
+        family: &str,
+        req: &ResolveRequest,
+        today: Day,
+    ) -> Result<Arc<[u8]>, CatalogError> {
+        let state = self.family(family)?;
+        let key = serde_json::to_string(req).map_err(|e| CatalogError::invalid("request", e.to_string()))?;
+        let current = |a: &Answers| a.revision == state.revision && a.today == Some(today);
+        if let Some(json) = self
+            .answers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(family)
+            .filter(|a| current(a))
+            .and_then(|a| a.json.get(&key))
+        {
+            return Ok(Arc::clone(json));
+        }
+        let resolution = resolve::resolve(&state, req, today)?;
+        let mut json = serde_json::to_vec_pretty(&resolution)
+            .map_err(|e| CatalogError::invalid("request", format!("the answer does not serialize: {e}")))?;
+        json.push(b'\n');
+        let json: Arc<[u8]> = json.into();
+        let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
+        let a = answers.entry(family.to_owned()).or_default();
+        // An answer computed on an older revision than the kept ones (a change came meanwhile) is not kept.
+        if state.revision >= a.revision {
+            if !current(a) || a.json.len() >= ANSWERS_PER_FAMILY {
+                *a = Answers { revision: state.revision, today: Some(today), json: HashMap::new() };
+            }
+            a.json.insert(key, Arc::clone(&json));
+        }
+        Ok(json)
     }
 
     /// Upload every file of the build output `dir` as blobs and publish it (a publish from this machine).
@@ -854,4 +913,86 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CatalogError> {
     f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io(&tmp))?;
     fs_err::rename(&tmp, path).map_err(io(path))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(version: &str) -> VersionRecord {
+        VersionRecord {
+            family: "web".into(),
+            version: version.parse().unwrap(),
+            manifest_digest: format!("sha256:{}", "0".repeat(64)),
+            image_digest: None,
+            published_at: Timestamp(0),
+            published_by: "test".into(),
+            signed_by: "key".into(),
+            parent: None,
+            claimed: vec!["base-os@^1".into()],
+            certified: vec!["base-os@1.0.0".parse().unwrap()],
+            artifacts: Vec::new(),
+            files: Vec::new(),
+            policy: LifecyclePolicy::default(),
+            lifecycle: Default::default(),
+        }
+    }
+
+    fn chosen(json: &[u8]) -> serde_json::Value {
+        serde_json::from_slice::<serde_json::Value>(json).unwrap()["chosen"]["version"].clone()
+    }
+
+    #[test]
+    fn resolve_answers_are_kept_until_the_family_or_the_day_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(dir.path()).unwrap();
+        let notes = crate::model::ReleaseNotes { markdown: String::new(), html: String::new() };
+        c.meta()
+            .write(&mut |tx| {
+                for v in ["1.0.0", "1.1.0"] {
+                    tx.insert_version(&record(v), &notes)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        let req = ResolveRequest { contracts: vec!["base-os@^1".parse().unwrap()], ..Default::default() };
+        let (january, june): (Day, Day) = ("2027-01-01".parse().unwrap(), "2027-06-01".parse().unwrap());
+        let api = |day| {
+            let mut json = serde_json::to_vec_pretty(&c.resolve("web", &req, day).unwrap()).unwrap();
+            json.push(b'\n');
+            json
+        };
+
+        let first = c.resolve_json("web", &req, january).unwrap();
+        assert_eq!(first[..], api(january)[..], "the answer is the resolution as the API writes JSON");
+        assert_eq!(chosen(&first), "1.1.0");
+        assert!(Arc::ptr_eq(&first, &c.resolve_json("web", &req, january).unwrap()), "asked again: kept");
+
+        // A change to the family is seen by the next request.
+        let revoke = LifecycleChange { revoke: Some("CVE".into()), ..Default::default() };
+        c.change_lifecycle("web", &"1.1.0".parse().unwrap(), &revoke, "test", Timestamp(0)).unwrap();
+        let eol = LifecycleChange {
+            end_of_life_on: Some(Some("2027-03-01".parse().unwrap())),
+            ..Default::default()
+        };
+        c.change_lifecycle("web", &"1.0.0".parse().unwrap(), &eol, "test", Timestamp(0)).unwrap();
+        let after = c.resolve_json("web", &req, january).unwrap();
+        assert_eq!(chosen(&after), "1.0.0");
+        assert_eq!(after[..], api(january)[..]);
+
+        // So is another day, with no change in between: 1.0.0 is end of life in June.
+        let later = c.resolve_json("web", &req, june).unwrap();
+        assert_eq!(chosen(&later), serde_json::Value::Null);
+        assert_eq!(later[..], api(june)[..]);
+        // Other requests get their own answers.
+        let any = ResolveRequest::default();
+        assert_eq!(
+            c.resolve_json("web", &any, january).unwrap()[..],
+            {
+                let mut json = serde_json::to_vec_pretty(&c.resolve("web", &any, january).unwrap()).unwrap();
+                json.push(b'\n');
+                json
+            }[..]
+        );
+    }
 }
