@@ -477,6 +477,14 @@ fn a_published_family_is_pulled_by_version_channel_and_digest_under_its_lifecycl
     let (b, image_digest) = with_image(&bundles, &BundleSpec::new("web", "1.0.0"));
     assert_eq!(s.publish_raw(&b).status, 201);
     let c = Client::new(&s, None);
+    // The publish recorded the image in the registry; a catalog from before the registry has no such
+    // records, and gets them from the bundle's blobs when the family is first pulled from.
+    assert!(s.catalog.meta().registry_manifest("web", &image_digest).unwrap().is_some());
+    let db = rusqlite::Connection::open(s.data.join("catalog.db")).unwrap();
+    for table in ["registry_manifests", "registry_refs", "registry_tags", "registry_blobs"] {
+        db.execute(&format!("DELETE FROM {table}"), []).unwrap();
+    }
+    assert!(s.catalog.meta().registry_manifest("web", &image_digest).unwrap().is_none());
 
     // By version tag and by digest: the image kiln built and signed.
     let by_tag = c.get("/v2/web/manifests/1.0.0");

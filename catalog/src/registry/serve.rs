@@ -3,7 +3,7 @@
 //! `OCI-Subject`, `Link`). Blocking store work runs off the async threads; bodies are streamed into the
 //! blob store.
 
-use std::{io::Read, sync::Arc};
+use std::{collections::BTreeMap, io::Read, path::PathBuf, sync::Arc};
 
 use axum::{
     body::{Body, Bytes},
@@ -15,6 +15,7 @@ use super::{
     action::{self, Access, Action, Chunk, Headers, Reference, UploadStart},
     error::{upload_range, Code, RegistryError},
     manifest::{inspect, MAX_MANIFEST, OCI_INDEX},
+    publish,
     retired::{verdict, Verdict},
 };
 use crate::{
@@ -290,10 +291,45 @@ fn family_of(c: &crate::Catalog, repo: &str) -> Result<Option<Arc<crate::model::
         return Ok(None);
     }
     match c.family(repo) {
-        Ok(f) => Ok(Some(f)),
+        Ok(f) => {
+            recorded(c, &f)?;
+            Ok(Some(f))
+        }
         Err(CatalogError::NotFound { .. }) => Ok(None),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Families (catalog root, name) whose versions are known to be in the registry, at that revision.
+static RECORDED: std::sync::Mutex<BTreeMap<(PathBuf, String), u64>> = std::sync::Mutex::new(BTreeMap::new());
+
+/// Make sure every version of `family` with an OCI image is registry content: versions published before
+/// the catalog was a registry are recorded from their bundle's blobs the first time their family is
+/// pulled from (what a publish records in its own transaction now).
+fn recorded(c: &crate::Catalog, family: &crate::model::FamilyState) -> Result<()> {
+    let key = (c.root().to_owned(), family.name.clone());
+    if RECORDED.lock().unwrap_or_else(|e| e.into_inner()).get(&key) == Some(&family.revision) {
+        return Ok(());
+    }
+    for v in &family.versions {
+        let Some(image) = &v.image_digest else { continue };
+        if c.meta().registry_manifest(&family.name, image)?.is_some() {
+            continue;
+        }
+        let read = |rel: &str| -> std::io::Result<Vec<u8>> {
+            let missing =
+                || std::io::Error::new(std::io::ErrorKind::NotFound, format!("{rel} is not in the bundle"));
+            let f = v.file(rel).ok_or_else(missing)?;
+            let mut out = Vec::new();
+            c.blobs().open(&f.digest).map_err(std::io::Error::other)?.read_to_end(&mut out)?;
+            Ok(out)
+        };
+        let content = publish::published(v, &read)?;
+        c.meta().write(&mut |tx| Ok(content.write(tx)?))?;
+        tracing::info!("registry: recorded {} from its bundle", v.id());
+    }
+    RECORDED.lock().unwrap_or_else(|e| e.into_inner()).insert(key, family.revision);
+    Ok(())
 }
 
 fn read_only(repo: &str) -> RegistryError {
@@ -448,6 +484,7 @@ async fn get_blob(
 ) -> Result<Response<Body>> {
     let (n, d) = (name.clone(), digest.clone());
     let size = blocking(cx, move |c| {
+        family_of(c, &n)?;
         if !c.meta().registry_has_blob(Some(&n), &d)? {
             return Ok(None);
         }
@@ -832,7 +869,11 @@ async fn referrers(
     artifact_type: Option<String>,
 ) -> Result<Response<Body>> {
     let (n, d) = (name.clone(), digest.clone());
-    let list = blocking(cx, move |c| Ok(c.meta().registry_referrers(&n, &d)?)).await?;
+    let list = blocking(cx, move |c| {
+        family_of(c, &n)?;
+        Ok(c.meta().registry_referrers(&n, &d)?)
+    })
+    .await?;
     let manifests: Vec<serde_json::Value> = list
         .iter()
         .filter(|m| artifact_type.is_none() || m.artifact_type == artifact_type)
