@@ -73,6 +73,10 @@ pub enum Command {
     /// The newest version of a family certified for every requested contract range, and why newer ones
     /// were passed over.
     Resolve(ResolveArgs),
+    /// Download an image from a catalog for provisioning: resolve it (by channel, version or range, and
+    /// contract), refuse it when end-of-life or revoked unless told, verify every digest and signature with
+    /// the key, and only then place it at DIR.
+    Fetch(FetchArgs),
     /// Run and administer a catalog: serve it, list what it holds, tokens, audit log, garbage collection.
     #[command(subcommand)]
     Catalog(CatalogCommand),
@@ -238,6 +242,27 @@ pub struct PipelineArgs {
     /// kiln's cache of .deb files and package stages.
     #[arg(long, value_name = "DIR", env = "KILN_CACHE")]
     pub cache: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// FAMILY@CHANNEL, FAMILY@VERSION or FAMILY@RANGE (e.g. `debian-minimal@stable`, `web-role@^1`).
+    #[arg(value_name = "FAMILY@REF")]
+    pub reference: String,
+    /// A contract range the image must be certified for (repeatable): `base-os@^1`.
+    #[arg(long = "contract", value_name = "NAME@RANGE")]
+    pub contracts: Vec<String>,
+    /// Where to put the image's files (replaced when the fetch succeeds).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// The public key (PEM) its signatures must verify with.
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// Fetch an end-of-life or revoked image too.
+    #[arg(long)]
+    pub allow_retired: bool,
+    #[command(flatten)]
+    pub target: CatalogTarget,
 }
 
 #[derive(Debug, Args)]

@@ -244,6 +244,46 @@ fn real_versions_publish_with_exact_release_notes_and_a_derived_image_is_flagged
     assert_eq!(derived["parent"]["digest"], base["image_digest"]);
     assert_eq!(derived["parent"]["reference"], "catalog:notes-base@stable");
 
+    // A provisioner fetches the stable image certified for a contract: downloaded, verified, in place.
+    let fetched = w.join("fetched");
+    let got = json(&[
+        "fetch",
+        "notes-base@stable",
+        "--contract",
+        "container-base@^1",
+        "--out",
+        s(&fetched),
+        "--key",
+        s(&public),
+        "--catalog",
+        &catalog.url,
+    ]);
+    assert_eq!((got["version"].as_str(), got["state"].as_str()), (Some("1.1.0"), Some("supported")), "{got}");
+    assert_eq!(
+        fs_err::read(fetched.join("manifest.json")).unwrap(),
+        fs_err::read(out2.join("manifest.json")).unwrap(),
+        "the fetched bundle is the published one"
+    );
+    let o = kiln(&[
+        "fetch",
+        "notes-base@stable",
+        "--contract",
+        "web-server@^1",
+        "--out",
+        s(&w.join("nothing")),
+        "--key",
+        s(&public),
+        "--catalog",
+        &catalog.url,
+    ]);
+    assert_eq!(o.status.code(), Some(1), "no stable version is certified for web-server");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("certified for web-server@^1"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!w.join("nothing").exists());
+
     // Revoking the parent flags the role image; resolve passes the revoked version over, saying why.
     let revoked = json(&[
         "lifecycle",
@@ -266,6 +306,37 @@ fn real_versions_publish_with_exact_release_notes_and_a_derived_image_is_flagged
     assert_eq!(answer["chosen"]["version"], "1.0.0", "{answer}");
     assert_eq!(answer["passed_over"][0]["version"], "1.1.0");
     assert_eq!(answer["passed_over"][0]["reasons"][0]["kind"], "revoked", "{answer}");
+
+    // A revoked image is not fetched unless asked; then it is, verified.
+    let o = kiln(&[
+        "fetch",
+        "notes-base@1.1.0",
+        "--out",
+        s(&w.join("revoked")),
+        "--key",
+        s(&public),
+        "--catalog",
+        &catalog.url,
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("revoked: broken CA bundle"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!w.join("revoked").exists());
+    let got = json(&[
+        "fetch",
+        "notes-base@1.1.0",
+        "--allow-retired",
+        "--out",
+        s(&w.join("revoked")),
+        "--key",
+        s(&public),
+        "--catalog",
+        &catalog.url,
+    ]);
+    assert_eq!(got["state"], "revoked");
 
     // The audit log has who did what.
     let audit = json(&["catalog", "audit", "--family", "notes-base", "--catalog", &catalog.url]);

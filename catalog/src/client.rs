@@ -413,7 +413,6 @@ fn pick_version(
             let v: semver::Version =
                 v.parse().map_err(|_| bad(format!("channel {c} of {family} names `{v}`")))?;
             match list.iter().find(|(x, _)| *x == v) {
-                Some((_, state)) if state == "revoked" => Err(bad(format!("{family}@{v} ({c}) is revoked"))),
                 Some(_) => Ok(v),
                 None => Err(bad(format!("channel {c} of {family} names {v}, which is not in the catalog"))),
             }
@@ -421,9 +420,6 @@ fn pick_version(
         BaseSelector::Version(text) => {
             if let Ok(exact) = text.parse::<semver::Version>() {
                 return match list.iter().find(|(x, _)| *x == exact) {
-                    Some((_, state)) if state == "revoked" => {
-                        Err(bad(format!("{family}@{exact} is revoked")))
-                    }
                     Some(_) => Ok(exact),
                     None => Err(bad(format!("version {family}@{exact}"))),
                 };
@@ -441,8 +437,9 @@ fn pick_version(
 }
 
 impl Client {
-    /// The version record `family@selector` names (a channel's version, an exact version, or the newest
-    /// live version in a range).
+    /// The version record `family@selector` names: a channel's version or an exact version, whatever its
+    /// state (the caller decides what a retired one means), or the newest candidate or supported version in a
+    /// range.
     pub fn pick(
         &self,
         family: &str,
@@ -529,6 +526,12 @@ impl Client {
         dest: &Path,
     ) -> Result<FetchedLayout, ClientError> {
         let record = self.pick(family, selector)?;
+        let state = record.lifecycle.state_on(crate::model::Day::of(crate::model::Timestamp::now()));
+        if matches!(state, crate::model::LifecycleState::Revoked | crate::model::LifecycleState::EndOfLife) {
+            return Err(ClientError::Catalog(CatalogError::Conflict {
+                message: format!("{} is {state}: images are not built FROM it", record.id()),
+            }));
+        }
         let oci =
             record.artifacts.iter().find(|a| a.kind == crate::model::ArtifactKind::Oci).ok_or_else(|| {
                 ClientError::Catalog(CatalogError::not_found(format!("an OCI image in {}", record.id())))

@@ -3,6 +3,7 @@
 mod build;
 mod catalog;
 mod docs;
+mod fetch;
 mod pipeline;
 mod plan;
 mod sign;
@@ -27,6 +28,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             flags.extend(std::iter::repeat_n("-v", usize::from(cli.global.verbose)));
             pipeline::run(&args, json, &flags)
         }
+        Command::Fetch(args) => fetch::run(&args, json),
         Command::Publish(args) => catalog::publish(&args, json),
         Command::Promote(args) => catalog::promote(&args, json),
         Command::Lifecycle(args) => catalog::lifecycle(&args, json),
