@@ -1,0 +1,3 @@
+//! Helpers of kiln-github's integration tests.
+
+pub mod fake_github;
