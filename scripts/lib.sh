@@ -1,7 +1,8 @@
 # Shared by kiln's set-up scripts: idempotent installation of Debian packages and the build directory.
 # shellcheck shell=bash
 
-# Packages kiln's tests and main job use: image tools, the VM, OCI tools, the Debian tool chain.
+# Packages kiln's tests and main job use: image tools, the VM, OCI tools, the Debian tool chain, a headless
+# browser for the catalog's web pages (and a font for its screenshots).
 KILN_APT_PACKAGES=(
   ca-certificates git gcc pkg-config
   e2fsprogs dosfstools fdisk mtools
@@ -13,6 +14,7 @@ KILN_APT_PACKAGES=(
   skopeo umoci podman
   ovmf
   uidmap
+  chromium fonts-dejavu-core
 )
 
 # Reuse compiled dependencies between runs and fresh clones.

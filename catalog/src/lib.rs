@@ -19,3 +19,4 @@ pub mod known_issues;
 pub mod lifecycle;
 pub mod notes;
 pub mod resolve;
+pub mod web;

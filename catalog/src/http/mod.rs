@@ -203,6 +203,9 @@ async fn respond(state: Arc<State>, req: Request<Body>) -> Result<Response<Body>
         return Ok(crate::registry::respond(state, req).await);
     }
     let (parts, body) = req.into_parts();
+    if crate::web::is_page_path(parts.uri.path()) {
+        return Ok(crate::web::respond(state, &parts).await);
+    }
     let method = parts.method.as_str();
     let path = parts.uri.path().to_owned();
     let query = parts.uri.query().map(str::to_owned);
