@@ -524,7 +524,9 @@ pub fn commands(v: &VersionRecord, site: &Site) -> Vec<Command> {
                  -drive if=virtio,format={format},snapshot=on,file.driver={driver},file.url={url}"
             ),
             note: Some(
-                "snapshot=on: writes stay in memory; the image in the catalog is never changed.".into(),
+                "QEMU's curl block driver reads it (Debian: qemu-block-extra); snapshot=on keeps writes in \
+                 memory, the image in the catalog never changes."
+                    .into(),
             ),
         });
         out.push(Command {
