@@ -172,6 +172,14 @@ impl Catalog {
         Self::with_stores(root, Box::new(meta), Box::new(blobs))
     }
 
+    /// Open the catalog whose data folder is `root` over the stores `backends` name (the embedded ones
+    /// in `root` by default; PostgreSQL and an OCI registry scaled out, shared by several replicas).
+    pub fn open_with(root: &Path, backends: &crate::store::Backends) -> Result<Self, CatalogError> {
+        fs_err::create_dir_all(root).map_err(io(root))?;
+        let (meta, blobs) = backends.open(root)?;
+        Self::with_stores(root, meta, blobs)
+    }
+
     /// A catalog over other stores (the scale-out backends); `root` holds the trusted keys, the admin
     /// token and staging.
     pub fn with_stores(
@@ -242,13 +250,19 @@ impl Catalog {
     }
 
     /// On a catalog without tokens, create an admin token and write it to `ROOT/admin-token` (mode 0600);
-    /// the path when it did.
+    /// the path when it did. Replicas starting together on one database make one: the store lets only one
+    /// token be created by the catalog itself.
     pub fn ensure_admin_token(&self, now: Timestamp) -> Result<Option<PathBuf>, CatalogError> {
         if !self.meta.tokens()?.is_empty() {
             return Ok(None);
         }
         let path = self.root.join(ADMIN_TOKEN_FILE);
-        let (token, _) = self.create_token("admin", &[Scope::Admin], "catalog", now)?;
+        let token = match self.create_token("admin", &[Scope::Admin], "catalog", now) {
+            Ok((token, _)) => token,
+            // Another replica sharing the database made the first token at the same moment.
+            Err(CatalogError::Store(StoreError::Duplicate { .. })) => return Ok(None),
+            Err(e) => return Err(e),
+        };
         write_private(&path, format!("{token}\n").as_bytes())?;
         Ok(Some(path))
     }

@@ -3,11 +3,15 @@
 //! every file of a published bundle and every blob pushed to the registry, by sha256 or sha512).
 //!
 //! Both are traits so the scale-out backends plug in beside the embedded default: [`sqlite::SqliteStore`]
-//! (WAL, one file) and [`blobs::FsBlobs`] (a content-addressed folder). Writes to metadata happen in one
+//! (WAL, one file) and [`blobs::FsBlobs`] (a content-addressed folder); scaled out,
+//! [`postgres::PostgresStore`] (one PostgreSQL database several replicas share) and
+//! [`ocireg::RegistryBlobs`] (blobs in a repository of an OCI registry). [`Backends`] says which. Writes to metadata happen in one
 //! transaction ([`MetaStore::write`]): the catalog's rules run inside it on what the transaction reads, so
 //! two writers never act on stale state, and a crash leaves the catalog as it was before the transaction.
 
 pub mod blobs;
+pub mod ocireg;
+pub mod postgres;
 pub mod registry;
 pub mod sqlite;
 
@@ -62,6 +66,67 @@ pub enum StoreError {
     UploadBusy { id: String, size: u64 },
     #[error("catalog database {path} was written by a newer kiln (schema {found}, this kiln knows {known})")]
     Schema { path: PathBuf, found: i64, known: i64 },
+    /// PostgreSQL failed (`database` is the connection string without its credentials).
+    #[error("catalog database {database}: {source}")]
+    Postgres {
+        database: String,
+        #[source]
+        source: ::postgres::Error,
+    },
+    /// A row that may exist once exists already (another replica wrote it first).
+    #[error("{what} exists already")]
+    Duplicate { what: String },
+    /// The OCI registry holding the blobs failed (`registry` without credentials).
+    #[error("blob registry {registry}: {message}")]
+    Registry { registry: String, message: String },
+}
+
+/// Where a catalog keeps its metadata and its blobs, beside its data folder (trusted keys, staging, the
+/// admin token). The defaults are the embedded stores in the data folder.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Backends {
+    /// A PostgreSQL connection string (`postgres://user:password@host:port/db` or `host=… dbname=…`):
+    /// metadata there instead of `DATA/catalog.db`.
+    pub postgres: Option<String>,
+    /// An OCI registry (`http[s]://[user:password@]host[:port]`): blobs there instead of `DATA/blobs`.
+    /// Its ledger (which blobs are stored, since when; upload sessions) is kept in PostgreSQL, so this
+    /// needs [`Backends::postgres`].
+    pub blob_registry: Option<String>,
+    /// The registry's repository the blobs are pushed to ([`ocireg::DEFAULT_REPOSITORY`] when `None`).
+    pub blob_repository: Option<String>,
+}
+
+/// A metadata store and a blob store.
+pub type Stores = (Box<dyn MetaStore>, Box<dyn BlobStore>);
+
+impl Backends {
+    /// The metadata and blob stores these name; blobs in the folder `root` when no registry is named.
+    pub fn open(&self, root: &Path) -> Result<Stores, StoreError> {
+        let pg = match &self.postgres {
+            Some(url) => Some(postgres::PostgresStore::open(url)?),
+            None => None,
+        };
+        let blobs: Box<dyn BlobStore> = match (&self.blob_registry, &pg) {
+            (Some(registry), Some(pg)) => Box::new(ocireg::RegistryBlobs::open(
+                registry,
+                self.blob_repository.as_deref().unwrap_or(ocireg::DEFAULT_REPOSITORY),
+                std::sync::Arc::new(pg.clone()),
+            )?),
+            (Some(registry), None) => {
+                return Err(StoreError::Registry {
+                    registry: ocireg::redact(registry),
+                    message: "blobs in a registry keep their ledger in PostgreSQL: give --postgres too"
+                        .into(),
+                })
+            }
+            (None, _) => Box::new(blobs::FsBlobs::open(root)?),
+        };
+        let meta: Box<dyn MetaStore> = match pg {
+            Some(pg) => Box::new(pg),
+            None => Box::new(sqlite::SqliteStore::open(&root.join("catalog.db"))?),
+        };
+        Ok((meta, blobs))
+    }
 }
 
 /// An audit entry to append (the store numbers it).

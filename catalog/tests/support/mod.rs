@@ -465,6 +465,12 @@ impl Server {
         }
         let token_file = catalog.ensure_admin_token(Timestamp::now()).unwrap().expect("a new catalog");
         let admin_token = fs_err::read_to_string(token_file).unwrap().trim().to_owned();
+        Self::serve(catalog, admin_token, opts, dir)
+    }
+
+    /// Serve `catalog` (opened over any stores; `dir` holds its data folder and goes with the server).
+    pub fn serve(catalog: Catalog, admin_token: String, opts: ServeOptions, dir: tempfile::TempDir) -> Self {
+        let data = catalog.root().to_owned();
         let catalog = Arc::new(catalog);
 
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<SocketAddr>();

@@ -1,0 +1,514 @@
+//! The scale-out catalog: metadata in a real PostgreSQL and blobs in a real OCI registry (Debian's
+//! `docker-registry`), both started on loopback for each test.
+//!
+//! - The catalog's rules (publish, idempotency and conflicts, concurrent publishes, promotion, lifecycle,
+//!   revocation of descendants, tokens, audit, the registry's manifests, tags, blobs and uploads, garbage
+//!   collection) run the same test over SQLite, over PostgreSQL, and over PostgreSQL with the registry.
+//! - The blob stores (a folder, the registry) pass the same test.
+//! - Two replicas on one PostgreSQL and one registry: what is published or pushed through one is resolved,
+//!   downloaded and pulled (skopeo) through the other, the same bytes.
+//! - Replicas killed with SIGKILL in the middle of an upload, a registry chunk and a publish: the other
+//!   replica serves everything committed, the interrupted work finishes through it, nothing is half there.
+//!
+//! PostgreSQL (`initdb`, `postgres`) and `docker-registry` come from Debian's packages (scripts/lib.sh
+//! installs them); without them the tests say so and pass without running.
+
+mod support;
+
+use std::{
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use kiln_catalog::{
+    lifecycle::LifecycleChange,
+    model::{Scope, Timestamp},
+    store::{AuditQuery, Backends, RegistryManifest, Upload},
+    Catalog, CatalogError,
+};
+use support::{sha256, BundleSpec, Bundles, Http};
+
+// ---------------------------------------------------------------------------------------------------------
+// The services
+
+/// A free TCP port on loopback (bound and released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The newest PostgreSQL server's programs (Debian keeps them out of PATH).
+fn postgres_bin() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|d| d.join("postgres").is_file() && d.join("initdb").is_file())
+        .collect();
+    dirs.sort_by_key(|d| {
+        d.parent().and_then(|v| v.file_name()).and_then(|v| v.to_str()).and_then(|v| v.parse::<u32>().ok())
+    });
+    dirs.pop()
+}
+
+fn registry_bin() -> Option<PathBuf> {
+    ["/usr/bin/docker-registry", "/usr/local/bin/docker-registry"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+}
+
+/// Whether the services can be started here; otherwise why not (the test then passes without running).
+fn unavailable() -> Option<String> {
+    if postgres_bin().is_none() {
+        return Some("PostgreSQL is not installed (apt-get install postgresql)".into());
+    }
+    if registry_bin().is_none() {
+        return Some("docker-registry is not installed (apt-get install docker-registry)".into());
+    }
+    None
+}
+
+macro_rules! require_services {
+    () => {
+        if let Some(why) = unavailable() {
+            eprintln!("SKIP: {why}");
+            return;
+        }
+    };
+}
+
+/// The user PostgreSQL runs as (it refuses root): the test script's unprivileged user, or `postgres`.
+fn postgres_user() -> Option<String> {
+    let is_root = Command::new("id").arg("-u").output().ok().is_some_and(|o| o.stdout.starts_with(b"0\n"));
+    if !is_root {
+        return None;
+    }
+    ["kiln-unprivileged", "postgres"]
+        .into_iter()
+        .find(|u| {
+            Command::new("id")
+                .arg(u)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .map(str::to_owned)
+}
+
+/// `program args…`, as `user` when given.
+fn command_as(user: Option<&str>, program: &Path) -> Command {
+    match user {
+        Some(u) => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", u, "--"]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool, child: &mut Child) {
+    let start = Instant::now();
+    while !ready() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited while starting: {status}");
+        }
+        assert!(start.elapsed() < timeout, "{what} did not start within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A PostgreSQL server and a docker-registry on loopback, in a temporary folder; stopped when dropped.
+struct Services {
+    _dir: tempfile::TempDir,
+    postgres: Child,
+    registry: Child,
+    pg_port: u16,
+    /// `http://127.0.0.1:PORT`
+    registry_url: String,
+    databases: std::sync::atomic::AtomicUsize,
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        for c in [&mut self.postgres, &mut self.registry] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Services {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let user = postgres_user();
+        let bin = postgres_bin().unwrap();
+        let pg = dir.path().join("pg");
+        fs_err::create_dir_all(&pg).unwrap();
+        if let Some(u) = &user {
+            assert!(Command::new("chown")
+                .arg(format!("{u}:"))
+                .arg(dir.path())
+                .arg(&pg)
+                .status()
+                .unwrap()
+                .success());
+        }
+        let out = command_as(user.as_deref(), &bin.join("initdb"))
+            .args(["-D"])
+            .arg(pg.join("data"))
+            .args(["-U", "kiln", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        let pg_port = free_port();
+        let mut postgres = command_as(user.as_deref(), &bin.join("postgres"))
+            .arg("-D")
+            .arg(pg.join("data"))
+            .arg("-k")
+            .arg(&pg)
+            .args(["-h", "127.0.0.1", "-p", &pg_port.to_string()])
+            .args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
+            .args(["-c", "max_connections=200"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("postgres://kiln@127.0.0.1:{pg_port}/postgres");
+        wait_for(
+            "postgres",
+            Duration::from_secs(60),
+            || postgres::Client::connect(&url, postgres::NoTls).is_ok(),
+            &mut postgres,
+        );
+
+        let reg_port = free_port();
+        let storage = dir.path().join("registry");
+        fs_err::create_dir_all(&storage).unwrap();
+        let config = dir.path().join("registry.yml");
+        fs_err::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{reg_port}\n  secret: kiln-scaleout-test\n",
+                storage.display()
+            ),
+        )
+        .unwrap();
+        let mut registry = Command::new(registry_bin().unwrap())
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let registry_url = format!("http://127.0.0.1:{reg_port}");
+        let probe = Http::new(&registry_url);
+        wait_for(
+            "docker-registry",
+            Duration::from_secs(60),
+            || TcpStream::connect(("127.0.0.1", reg_port)).is_ok() && probe.get("/v2/", None).status == 200,
+            &mut registry,
+        );
+        Self { _dir: dir, postgres, registry, pg_port, registry_url, databases: Default::default() }
+    }
+
+    /// A new, empty database; its connection string.
+    fn database(&self) -> String {
+        let n = self.databases.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("kiln{n}");
+        let mut admin = postgres::Client::connect(
+            &format!("postgres://kiln@127.0.0.1:{}/postgres", self.pg_port),
+            postgres::NoTls,
+        )
+        .unwrap();
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        format!("postgres://kiln@127.0.0.1:{}/{name}", self.pg_port)
+    }
+
+    /// Backends on a new database and a repository of its own in the registry.
+    fn backends(&self, with_registry: bool) -> Backends {
+        let db = self.database();
+        let repo = format!("kiln-blobs-{}", db.rsplit('/').next().unwrap());
+        Backends {
+            postgres: Some(db),
+            blob_registry: with_registry.then(|| self.registry_url.clone()),
+            blob_repository: with_registry.then_some(repo),
+        }
+    }
+}
+
+#[test]
+fn the_services_start_and_stop() {
+    require_services!();
+    let s = Services::start();
+    let db = s.database();
+    let mut c = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    assert_eq!(c.query_one("SELECT 1 + 1", &[]).unwrap().get::<_, i32>(0), 2);
+    assert_eq!(Http::new(&s.registry_url).get("/v2/", None).status, 200);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The same rules over every store
+
+fn v(s: &str) -> semver::Version {
+    s.parse().unwrap()
+}
+
+fn now() -> Timestamp {
+    Timestamp::now()
+}
+
+/// A catalog in a new temporary data folder over `backends`, trusting `key`.
+fn catalog(key: &kiln_sign::PublicKey, backends: &Backends) -> (Catalog, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Catalog::open_with(&dir.path().join("data"), backends).unwrap();
+    c.trust(key.clone()).unwrap();
+    (c, dir)
+}
+
+fn actions(c: &Catalog, family: Option<&str>) -> Vec<String> {
+    let q = AuditQuery { family: family.map(str::to_owned), limit: 1000, ..Default::default() };
+    let mut a: Vec<String> = c.meta().audit(&q).unwrap().into_iter().map(|e| e.action).collect();
+    a.reverse();
+    a
+}
+
+/// The catalog's rules, through [`Catalog`] and its stores, whatever they are.
+fn catalog_rules(backend: &str, backends: &Backends) {
+    let b = Bundles::new();
+    let (c, _dir) = catalog(&b.trusted_public(), backends);
+    let ctx = |what: &str| format!("{backend}: {what}");
+
+    // The first admin token, once.
+    let admin = c.ensure_admin_token(now()).unwrap().expect("a new catalog makes its admin token");
+    assert!(admin.is_file());
+    assert_eq!(c.ensure_admin_token(now()).unwrap(), None, "{}", ctx("a second admin token"));
+
+    // Publish: created, then a no-op; another image under the version is a conflict.
+    let web1 = b.good(&BundleSpec::new("web", "1.0.0"));
+    let out = c.publish_dir(&web1.dir, Vec::new(), "test", now()).unwrap();
+    assert!(out.created, "{}", ctx("first publish"));
+    assert_eq!(c.meta().family_revision("web").unwrap(), Some(1));
+    let again = c.publish_dir(&web1.dir, Vec::new(), "test", now()).unwrap();
+    assert!(!again.created, "{}", ctx("same image again"));
+    assert_eq!(again.version.manifest_digest, out.version.manifest_digest);
+    let other = b.good(&BundleSpec::new("web", "1.0.0").salt("other"));
+    let conflict = c.publish_dir(&other.dir, Vec::new(), "test", now());
+    assert!(matches!(conflict, Err(CatalogError::Conflict { .. })), "{}: {conflict:?}", ctx("conflict"));
+    assert_eq!(c.meta().family_revision("web").unwrap(), Some(1), "{}", ctx("no-ops change nothing"));
+
+    // Concurrent publishes of one version (two images) record exactly one.
+    let one = b.good(&BundleSpec::new("web", "1.1.0").salt("one"));
+    let two = b.good(&BundleSpec::new("web", "1.1.0").salt("two"));
+    for bundle in [&one, &two] {
+        for f in bundle.files() {
+            c.blobs().put_file(&f.digest, &bundle.dir.join(&f.path)).unwrap();
+        }
+    }
+    let results: Vec<Result<bool, String>> = std::thread::scope(|scope| {
+        let hs: Vec<_> = [&one, &two, &one, &two]
+            .into_iter()
+            .map(|bundle| {
+                let c = &c;
+                scope.spawn(move || {
+                    let req =
+                        kiln_catalog::PublishRequest { files: bundle.files(), known_issues: Vec::new() };
+                    c.publish(&req, "test", now()).map(|o| o.created).map_err(|e| format!("{e}"))
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        results.iter().filter(|r| matches!(r, Ok(true))).count(),
+        1,
+        "{}: {results:?}",
+        ctx("one image")
+    );
+    assert!(
+        results.iter().all(|r| r.is_ok() || r.as_ref().unwrap_err().contains("already published")),
+        "{results:?}"
+    );
+    let fam = c.family("web").unwrap();
+    assert_eq!(fam.versions.len(), 2);
+    assert_eq!(actions(&c, Some("web")), ["publish", "publish"], "{}", ctx("audit of publishes"));
+
+    // Release notes are recorded with the version.
+    assert!(c.meta().notes("web", &v("1.1.0")).unwrap().is_some_and(|n| n.markdown.contains("1.1.0")));
+
+    // Promotion moves the channel once; the family's revision moves with every change.
+    let before = c.meta().family_revision("web").unwrap().unwrap();
+    let moved = c.promote("web", "stable", &v("1.1.0"), "test", now()).unwrap();
+    assert_eq!(moved.map(|m| m.to), Some(v("1.1.0")));
+    assert_eq!(c.promote("web", "stable", &v("1.1.0"), "test", now()).unwrap(), None);
+    assert!(c.meta().family_revision("web").unwrap().unwrap() > before);
+    let fam = c.family("web").unwrap();
+    assert_eq!(fam.channels["stable"].version, v("1.1.0"), "{}", ctx("the cache follows the revision"));
+    let summary = c.meta().families().unwrap();
+    assert_eq!(summary.len(), 1);
+    assert_eq!((summary[0].versions, summary[0].latest.clone()), (2, Some(v("1.1.0"))));
+    assert_eq!(summary[0].channels["stable"], v("1.1.0"));
+
+    // Lifecycle by hand; revocation flags the images built FROM the version, in other families.
+    let deprecate =
+        LifecycleChange { deprecated_on: Some(Some("2030-01-01".parse().unwrap())), ..Default::default() };
+    let (rec, _) = c.change_lifecycle("web", &v("1.0.0"), &deprecate, "test", now()).unwrap();
+    assert!(rec.lifecycle.deprecated_on.is_some(), "{}", ctx("deprecated"));
+    let child = b.good(&BundleSpec::new("app", "2.0.0").parent("web", "1.1.0", &one.manifest_digest()));
+    c.publish_dir(&child.dir, Vec::new(), "test", now()).unwrap();
+    let revoke = LifecycleChange { revoke: Some("CVE-2099-0001".into()), ..Default::default() };
+    let (_, flagged) = c.change_lifecycle("web", &v("1.1.0"), &revoke, "test", now()).unwrap();
+    assert_eq!(flagged, ["app@2.0.0"], "{}", ctx("revocation flags descendants"));
+    assert!(c.version("app", &v("2.0.0")).unwrap().lifecycle.revoked.is_some());
+    assert_eq!(actions(&c, Some("app")), ["publish", "revoke"]);
+
+    // Tokens: made, used, revoked; their hashes only.
+    let (token, record) = c.create_token("ci", &[Scope::Publish, Scope::Read], "test", now()).unwrap();
+    assert_eq!(c.authenticate(&token).unwrap().id, record.id);
+    assert!(c.meta().tokens().unwrap().iter().all(|t| t.hash != token));
+    c.revoke_token(&record.id, "test", now()).unwrap();
+    assert!(matches!(c.authenticate(&token), Err(CatalogError::Unauthenticated)));
+    assert!(matches!(c.revoke_token(&record.id, "test", now()), Err(CatalogError::NotFound { .. })));
+
+    // The audit log pages backwards.
+    let all = c.meta().audit(&AuditQuery { limit: 1000, ..Default::default() }).unwrap();
+    assert!(all.windows(2).all(|w| w[0].seq > w[1].seq));
+    let page =
+        c.meta().audit(&AuditQuery { limit: 2, before: Some(all[1].seq), ..Default::default() }).unwrap();
+    assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [all[2].seq, all[3].seq]);
+    let web_only = c
+        .meta()
+        .audit(&AuditQuery { family: Some("web".into()), version: Some(v("1.1.0")), limit: 10, before: None })
+        .unwrap();
+    assert!(web_only.iter().all(|e| e.family.as_deref() == Some("web") && e.version == Some(v("1.1.0"))));
+    assert!(web_only.iter().any(|e| e.action == "promote"));
+
+    // The registry's records.
+    let (m1, m2, layer) = (sha256(b"manifest one"), sha256(b"manifest two"), sha256(b"layer"));
+    let manifest = |digest: &str, subject: Option<&str>| RegistryManifest {
+        repo: "team/app".into(),
+        digest: digest.into(),
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        artifact_type: Some("application/vnd.example".into()),
+        subject: subject.map(str::to_owned),
+        size: 42,
+        annotations: Some(r#"{"a":"b"}"#.into()),
+        refs: vec![layer.clone()],
+    };
+    c.meta()
+        .write(&mut |tx| {
+            tx.registry_put_manifest(&manifest(&m1, None))?;
+            tx.registry_put_manifest(&manifest(&m2, Some(&m1)))?;
+            tx.registry_put_manifest(&manifest(&m2, Some(&m1)))?;
+            for tag in ["v1", "V2", "latest", "_x"] {
+                tx.registry_set_tag("team/app", tag, &m1)?;
+            }
+            tx.registry_set_tag("team/app", "v1", &m2)?;
+            tx.registry_add_blob("team/app", &layer)?;
+            tx.registry_add_blob("team/app", &layer)?;
+            tx.registry_start_upload(&Upload {
+                id: "u1".into(),
+                repo: "team/app".into(),
+                started_at: now(),
+            })?;
+            Ok(())
+        })
+        .unwrap();
+    let m = c.meta();
+    assert_eq!(
+        m.registry_manifest("team/app", &m2).unwrap(),
+        Some(manifest(&m2, Some(&m1))),
+        "{}",
+        ctx("manifest")
+    );
+    assert_eq!(
+        m.registry_tags("team/app").unwrap(),
+        ["V2", "_x", "latest", "v1"],
+        "{}",
+        ctx("tags in byte order")
+    );
+    assert_eq!(m.registry_tag("team/app", "v1").unwrap(), Some(m2.clone()));
+    assert_eq!(m.registry_referrers("team/app", &m1).unwrap().len(), 1);
+    assert!(
+        m.registry_has_blob(Some("team/app"), &layer).unwrap() && m.registry_has_blob(None, &layer).unwrap()
+    );
+    assert!(!m.registry_has_blob(Some("team/other"), &layer).unwrap());
+    assert!(m.registry_repo_exists("team/app").unwrap() && !m.registry_repo_exists("team/other").unwrap());
+    assert_eq!(m.registry_upload("u1").unwrap().map(|u| u.repo), Some("team/app".into()));
+    let refs = m.referenced_blobs().unwrap();
+    assert!(refs.contains(&layer) && refs.contains(&m1) && refs.contains(&web1.manifest_digest()));
+    let mut removed = (false, false, false, false);
+    m.write(&mut |tx| {
+        removed = (
+            tx.registry_delete_tag("team/app", "latest")?,
+            tx.registry_delete_manifest("team/app", &m1)?,
+            tx.registry_delete_blob("team/app", &layer)?,
+            tx.registry_end_upload("u1")?,
+        );
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(removed, (true, true, true, true));
+    assert_eq!(m.registry_tags("team/app").unwrap(), ["v1"], "{}", ctx("a manifest's tags go with it"));
+    assert_eq!(m.registry_upload("u1").unwrap(), None);
+
+    // A failed write changes nothing.
+    let failed = m.write(&mut |tx| {
+        tx.registry_set_tag("team/app", "half", &m2)?;
+        Err(CatalogError::rejected("changed my mind"))
+    });
+    assert!(failed.is_err());
+    assert_eq!(m.registry_tag("team/app", "half").unwrap(), None, "{}", ctx("rolled back"));
+
+    // Garbage collection keeps what versions and manifests refer to.
+    let stray = b"a blob nothing refers to".to_vec();
+    c.blobs().put(&sha256(&stray), None, &mut &stray[..]).unwrap();
+    let report = c.gc(Duration::ZERO).unwrap();
+    assert!(report.blobs_removed >= 1, "{}: {report:?}", ctx("gc removes the stray blob"));
+    for f in web1.files().iter().chain(one.files().iter()).chain(child.files().iter()) {
+        let w = c.blobs().stat(&f.digest).unwrap();
+        let kept = fam_has(&c, &f.digest);
+        assert_eq!(w.is_some(), kept, "{}: {} {}", ctx("gc"), f.path, f.digest);
+    }
+    assert_eq!(c.blobs().stat(&sha256(&stray)).unwrap(), None);
+}
+
+/// Whether a published version names the blob.
+fn fam_has(c: &Catalog, digest: &str) -> bool {
+    c.meta().referenced_blobs().unwrap().contains(digest)
+}
+
+#[test]
+fn the_catalog_rules_hold_on_sqlite_postgres_and_the_registry() {
+    catalog_rules("sqlite", &Backends::default());
+    require_services!();
+    let s = Services::start();
+    catalog_rules("postgres", &s.backends(false));
+    catalog_rules("postgres + registry", &s.backends(true));
+}
+
+#[test]
+fn replicas_starting_together_on_one_database_make_one_admin_token() {
+    require_services!();
+    let s = Services::start();
+    let backends = s.backends(true);
+    let key = Bundles::new().trusted_public();
+    let made: Vec<bool> = std::thread::scope(|scope| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                let (b, backends) = (&key, &backends);
+                scope.spawn(move || {
+                    let (c, _dir) = catalog(b, backends);
+                    c.ensure_admin_token(now()).unwrap().is_some()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(made.iter().filter(|m| **m).count(), 1, "{made:?}");
+    let (c, _dir) = catalog(&key, &backends);
+    assert_eq!(c.meta().tokens().unwrap().len(), 1);
+    assert_eq!(actions(&c, None), ["token-create"]);
+}
