@@ -19,13 +19,15 @@ use std::{
     net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use kiln_catalog::{
     lifecycle::LifecycleChange,
     model::{Scope, Timestamp},
-    store::{AuditQuery, Backends, RegistryManifest, Upload},
+    store::{
+        blobs::FsBlobs, Algorithm, AuditQuery, Backends, BlobStore, RegistryManifest, StoreError, Upload,
+    },
     Catalog, CatalogError,
 };
 use support::{sha256, BundleSpec, Bundles, Http};
@@ -511,4 +513,142 @@ fn replicas_starting_together_on_one_database_make_one_admin_token() {
     let (c, _dir) = catalog(&key, &backends);
     assert_eq!(c.meta().tokens().unwrap().len(), 1);
     assert_eq!(actions(&c, None), ["token-create"]);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The same blob store behaviour on a folder and a registry
+
+fn read_all(r: &mut dyn std::io::Read) -> Vec<u8> {
+    let mut out = Vec::new();
+    r.read_to_end(&mut out).unwrap();
+    out
+}
+
+fn blob_rules(name: &str, s: &dyn BlobStore) {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let ctx = |what: &str| format!("{name}: {what}");
+    let hello = sha256(b"hello");
+    assert!(matches!(s.put(&hello, None, &mut &b"hellO"[..]), Err(StoreError::BlobDigest { .. })), "{}", ctx("digest"));
+    assert!(matches!(s.put(&hello, Some(4), &mut &b"hello"[..]), Err(StoreError::BlobSize { .. })), "{}", ctx("size"));
+    assert_eq!(s.stat(&hello).unwrap(), None, "{}", ctx("a refused blob is absent"));
+    assert_eq!(s.put(&hello, Some(5), &mut &b"hello"[..]).unwrap(), 5);
+    assert_eq!(s.stat(&hello).unwrap(), Some(5));
+    assert_eq!(s.put(&hello, None, &mut &b"hello"[..]).unwrap(), 5, "{}", ctx("stored twice"));
+    assert!(matches!(s.put(&hello, None, &mut &b"other"[..]), Err(StoreError::BlobDigest { .. })));
+    assert!(matches!(s.open(&sha256(b"never")), Err(StoreError::BlobMissing { .. })));
+    assert!(matches!(s.stat("sha256:../../etc"), Err(StoreError::BadDigest(_))));
+
+    // A bigger blob (several of the stores' buffers), read whole, from the middle, and after seeks.
+    let big: Vec<u8> = (0..(3 << 20) + 12_345).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let d = sha256(&big);
+    assert_eq!(s.put(&d, Some(big.len() as u64), &mut &big[..]).unwrap(), big.len() as u64);
+    assert_eq!(read_all(&mut *s.open(&d).unwrap()), big, "{}", ctx("read whole"));
+    let mut r = s.open(&d).unwrap();
+    r.seek(SeekFrom::Start(2_000_000)).unwrap();
+    let mut part = vec![0u8; 100_000];
+    r.read_exact(&mut part).unwrap();
+    assert_eq!(part, big[2_000_000..2_100_000], "{}", ctx("a range"));
+    r.seek(SeekFrom::End(-10)).unwrap();
+    assert_eq!(read_all(&mut r), big[big.len() - 10..], "{}", ctx("the end"));
+    r.seek(SeekFrom::Start(5)).unwrap();
+    let mut five = [0u8; 5];
+    r.read_exact(&mut five).unwrap();
+    assert_eq!(five, big[5..10]);
+    // From a file, as a local publish stores it.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f");
+    fs_err::write(&file, b"from a file").unwrap();
+    assert_eq!(s.put_file(&sha256(b"from a file"), &file).unwrap(), 11);
+    // sha512 names.
+    let d512 = Algorithm::Sha512.digest(b"hello");
+    assert_eq!(s.put(&d512, Some(5), &mut &b"hello"[..]).unwrap(), 5, "{}", ctx("sha512"));
+    assert_eq!(read_all(&mut *s.open(&d512).unwrap()), b"hello");
+
+    // Upload sessions: chunks in order, a broken chunk leaves nothing, the digest decides.
+    s.upload_create("abc").unwrap();
+    assert_eq!(s.upload_size("abc").unwrap(), Some(0));
+    assert_eq!(s.upload_append("abc", Some(0), Some(5), &mut &b"hello"[..]).unwrap(), 5);
+    assert!(matches!(
+        s.upload_append("abc", Some(3), None, &mut &b"xx"[..]),
+        Err(StoreError::UploadRange { size: 5, start: 3, .. })
+    ));
+    assert!(
+        matches!(s.upload_append("abc", Some(5), Some(9), &mut &b" wor"[..]), Err(StoreError::UploadLength { expected: 9, found: 4, .. })),
+        "{}",
+        ctx("a short chunk")
+    );
+    assert_eq!(s.upload_size("abc").unwrap(), Some(5));
+    assert_eq!(s.upload_append("abc", None, None, &mut &b" world"[..]).unwrap(), 11);
+    let hw = sha256(b"hello world");
+    assert_eq!(s.upload_finish("abc", &hw).unwrap(), 11, "{}", ctx("two chunks"));
+    assert_eq!(s.upload_size("abc").unwrap(), None);
+    assert_eq!(read_all(&mut *s.open(&hw).unwrap()), b"hello world");
+    // One chunk, the whole blob (what skopeo sends), and a sha512 name over chunks.
+    s.upload_create("one").unwrap();
+    s.upload_append("one", None, None, &mut &big[..]).unwrap();
+    assert_eq!(s.upload_finish("one", &d).unwrap(), big.len() as u64);
+    s.upload_create("five").unwrap();
+    s.upload_append("five", None, None, &mut &b"hel"[..]).unwrap();
+    s.upload_append("five", None, None, &mut &b"lo"[..]).unwrap();
+    s.upload_append("five", None, None, &mut &b""[..]).unwrap();
+    assert_eq!(s.upload_finish("five", &d512).unwrap(), 5);
+    // Finished under another digest: nothing stored, the session gone.
+    s.upload_create("def").unwrap();
+    s.upload_append("def", None, None, &mut &b"bytes"[..]).unwrap();
+    assert!(matches!(s.upload_finish("def", &sha256(b"other")), Err(StoreError::BlobDigest { .. })), "{}", ctx("wrong digest"));
+    assert_eq!(s.stat(&sha256(b"other")).unwrap(), None);
+    assert_eq!(s.upload_size("def").unwrap(), None);
+    assert!(matches!(s.upload_append("nope", None, None, &mut &b""[..]), Err(StoreError::UploadUnknown { .. })));
+    s.upload_create("ghi").unwrap();
+    assert!(s.upload_cancel("ghi").unwrap());
+    assert!(!s.upload_cancel("ghi").unwrap());
+    // Abandoned sessions are swept by age.
+    s.upload_create("old").unwrap();
+    assert_eq!(s.sweep_uploads(SystemTime::now() + Duration::from_secs(1)).unwrap(), 1, "{}", ctx("sweep"));
+    assert_eq!(s.upload_size("old").unwrap(), None);
+
+    // Listing and deleting, for garbage collection.
+    let listed: Vec<String> = s.list().unwrap().into_iter().map(|b| b.digest).collect();
+    for want in [&hello, &d, &d512, &hw] {
+        assert!(listed.contains(want), "{}: {want} in {listed:?}", ctx("list"));
+    }
+    let touched = s.list().unwrap().into_iter().find(|b| b.digest == hello).unwrap().modified;
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(s.touch(&hello).unwrap(), Some(5));
+    let after = s.list().unwrap().into_iter().find(|b| b.digest == hello).unwrap().modified;
+    assert!(after > touched, "{}", ctx("touch refreshes the age"));
+    s.delete(&hello).unwrap();
+    assert_eq!(s.stat(&hello).unwrap(), None, "{}", ctx("deleted"));
+    assert!(!s.list().unwrap().iter().any(|b| b.digest == hello));
+    s.delete(&hello).unwrap();
+}
+
+#[test]
+fn a_folder_and_a_registry_store_blobs_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    blob_rules("folder", &FsBlobs::open(dir.path()).unwrap());
+    require_services!();
+    let s = Services::start();
+    let b = s.backends(true);
+    let (_, blobs) = b.open(dir.path()).unwrap();
+    blob_rules("registry", &*blobs);
+    // The registry holds what the catalog stored: the blob answers there, by digest.
+    let repo = b.blob_repository.unwrap();
+    let a = Http::new(&s.registry_url).get(&format!("/v2/{repo}/blobs/{}", sha256(b"hello world")), None);
+    assert_eq!((a.status, a.body.as_slice()), (200, &b"hello world"[..]));
+    // Two stores on one database and registry see the same blobs, and the same upload sessions.
+    let (_, other) = b_clone(&s, &repo, &b.postgres.unwrap()).open(dir.path()).unwrap();
+    assert_eq!(other.stat(&sha256(b"hello world")).unwrap(), Some(11));
+    blobs.upload_create("shared").unwrap();
+    blobs.upload_append("shared", None, None, &mut &b"hello "[..]).unwrap();
+    assert_eq!(other.upload_append("shared", Some(6), None, &mut &b"world"[..]).unwrap(), 11);
+    assert_eq!(blobs.upload_finish("shared", &sha256(b"hello world")).unwrap(), 11);
+}
+
+fn b_clone(s: &Services, repo: &str, db: &str) -> Backends {
+    Backends {
+        postgres: Some(db.to_owned()),
+        blob_registry: Some(s.registry_url.clone()),
+        blob_repository: Some(repo.to_owned()),
+    }
 }
