@@ -221,6 +221,19 @@ pub struct CatalogTarget {
     pub token: Option<String>,
 }
 
+/// Where to report a publish on GitHub.
+#[derive(Debug, Args)]
+pub struct GitHubArgs {
+    /// After a successful publish, create (or update) the GitHub release FAMILY-VERSION with the release notes
+    /// and the artifacts' digests, and set the commit status kiln/FAMILY on the blueprint's commit. The token
+    /// comes from GITHUB_TOKEN.
+    #[arg(long, value_name = "OWNER/REPO")]
+    pub github: Option<String>,
+    /// GitHub's REST API: https://api.github.com, or https://HOST/api/v3 for GitHub Enterprise.
+    #[arg(long, value_name = "URL", env = "GITHUB_API_URL", default_value = kiln_github::DEFAULT_API_URL)]
+    pub github_api: String,
+}
+
 #[derive(Debug, Args)]
 pub struct PipelineArgs {
     #[command(flatten)]
@@ -242,6 +255,9 @@ pub struct PipelineArgs {
     /// kiln's cache of .deb files and package stages.
     #[arg(long, value_name = "DIR", env = "KILN_CACHE")]
     pub cache: Option<PathBuf>,
+    // With --github, a failing stage also sets the status failure on the blueprint's commit.
+    #[command(flatten)]
+    pub github: GitHubArgs,
 }
 
 #[derive(Debug, Args)]
@@ -275,6 +291,8 @@ pub struct PublishArgs {
     /// Known issues to attach to the release notes [default: the nearest `runbook/known-issues.toml`].
     #[arg(long, value_name = "FILE")]
     pub known_issues: Option<PathBuf>,
+    #[command(flatten)]
+    pub github: GitHubArgs,
 }
 
 #[derive(Debug, Args)]

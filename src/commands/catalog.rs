@@ -86,6 +86,7 @@ impl Progress for Bar {
 }
 
 pub fn publish(args: &PublishArgs, json: bool) -> anyhow::Result<()> {
+    let github = super::pipeline::github_client(&args.github)?;
     let known = load_known_issues(args.known_issues.as_deref())?;
     let client = open(&args.target)?;
     let bar = indicatif::ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stderr());
@@ -99,8 +100,23 @@ pub fn publish(args: &PublishArgs, json: bool) -> anyhow::Result<()> {
     let outcome = client
         .publish(&args.dir, known, &*progress)
         .with_context(|| format!("cannot publish {} to {}", args.dir.display(), args.target.catalog))?;
+    // GitHub after the publish, which stands whatever GitHub answers.
+    let github = github.map(|gh| {
+        let record = serde_json::to_value(&outcome.version).unwrap_or_default();
+        let commit = kiln_github::commit::blueprint_commit(&args.dir, None);
+        super::pipeline::announce_publish(&gh, &client, &args.target.catalog, &record, commit)
+    });
+    let finish = || match &github {
+        Some(g) if !g.ok() => Err(crate::report::Reported(crate::ExitStatus::Failure).into()),
+        _ => Ok(()),
+    };
     if json {
-        return super::print_json(&outcome);
+        let mut v = serde_json::to_value(&outcome)?;
+        if let Some(g) = &github {
+            v["github"] = g.to_json();
+        }
+        super::print_json(&v)?;
+        return finish();
     }
     let v = &outcome.version;
     if outcome.created {
@@ -115,7 +131,10 @@ pub fn publish(args: &PublishArgs, json: bool) -> anyhow::Result<()> {
     let certified: Vec<String> = v.certified.iter().map(ToString::to_string).collect();
     println!("  certified  {}", certified.join(", "));
     println!("  signed by  {}", v.signed_by);
-    Ok(())
+    if let Some(g) = &github {
+        g.print();
+    }
+    finish()
 }
 
 pub fn promote(args: &PromoteArgs, json: bool) -> anyhow::Result<()> {

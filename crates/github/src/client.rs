@@ -31,6 +31,16 @@ pub enum StatusState {
     Failure,
 }
 
+impl std::fmt::Display for StatusState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Pending => "pending",
+            Self::Success => "success",
+            Self::Failure => "failure",
+        })
+    }
+}
+
 impl From<StatusState> for octocrab::models::StatusState {
     fn from(s: StatusState) -> Self {
         match s {
