@@ -23,6 +23,7 @@ use std::{
 };
 
 use kiln_catalog::{
+    http::ServeOptions,
     lifecycle::LifecycleChange,
     model::{Scope, Timestamp},
     store::{
@@ -30,7 +31,8 @@ use kiln_catalog::{
     },
     Catalog, CatalogError,
 };
-use support::{sha256, BundleSpec, Bundles, Http};
+use serde_json::{json, Value};
+use support::{sha256, Bundle, BundleSpec, Bundles, Http, Server};
 
 // ---------------------------------------------------------------------------------------------------------
 // The services
@@ -528,8 +530,16 @@ fn blob_rules(name: &str, s: &dyn BlobStore) {
     use std::io::{Read as _, Seek as _, SeekFrom};
     let ctx = |what: &str| format!("{name}: {what}");
     let hello = sha256(b"hello");
-    assert!(matches!(s.put(&hello, None, &mut &b"hellO"[..]), Err(StoreError::BlobDigest { .. })), "{}", ctx("digest"));
-    assert!(matches!(s.put(&hello, Some(4), &mut &b"hello"[..]), Err(StoreError::BlobSize { .. })), "{}", ctx("size"));
+    assert!(
+        matches!(s.put(&hello, None, &mut &b"hellO"[..]), Err(StoreError::BlobDigest { .. })),
+        "{}",
+        ctx("digest")
+    );
+    assert!(
+        matches!(s.put(&hello, Some(4), &mut &b"hello"[..]), Err(StoreError::BlobSize { .. })),
+        "{}",
+        ctx("size")
+    );
     assert_eq!(s.stat(&hello).unwrap(), None, "{}", ctx("a refused blob is absent"));
     assert_eq!(s.put(&hello, Some(5), &mut &b"hello"[..]).unwrap(), 5);
     assert_eq!(s.stat(&hello).unwrap(), Some(5));
@@ -539,7 +549,8 @@ fn blob_rules(name: &str, s: &dyn BlobStore) {
     assert!(matches!(s.stat("sha256:../../etc"), Err(StoreError::BadDigest(_))));
 
     // A bigger blob (several of the stores' buffers), read whole, from the middle, and after seeks.
-    let big: Vec<u8> = (0..(3 << 20) + 12_345).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let big: Vec<u8> =
+        (0..(3 << 20) + 12_345).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     let d = sha256(&big);
     assert_eq!(s.put(&d, Some(big.len() as u64), &mut &big[..]).unwrap(), big.len() as u64);
     assert_eq!(read_all(&mut *s.open(&d).unwrap()), big, "{}", ctx("read whole"));
@@ -573,7 +584,10 @@ fn blob_rules(name: &str, s: &dyn BlobStore) {
         Err(StoreError::UploadRange { size: 5, start: 3, .. })
     ));
     assert!(
-        matches!(s.upload_append("abc", Some(5), Some(9), &mut &b" wor"[..]), Err(StoreError::UploadLength { expected: 9, found: 4, .. })),
+        matches!(
+            s.upload_append("abc", Some(5), Some(9), &mut &b" wor"[..]),
+            Err(StoreError::UploadLength { expected: 9, found: 4, .. })
+        ),
         "{}",
         ctx("a short chunk")
     );
@@ -595,10 +609,17 @@ fn blob_rules(name: &str, s: &dyn BlobStore) {
     // Finished under another digest: nothing stored, the session gone.
     s.upload_create("def").unwrap();
     s.upload_append("def", None, None, &mut &b"bytes"[..]).unwrap();
-    assert!(matches!(s.upload_finish("def", &sha256(b"other")), Err(StoreError::BlobDigest { .. })), "{}", ctx("wrong digest"));
+    assert!(
+        matches!(s.upload_finish("def", &sha256(b"other")), Err(StoreError::BlobDigest { .. })),
+        "{}",
+        ctx("wrong digest")
+    );
     assert_eq!(s.stat(&sha256(b"other")).unwrap(), None);
     assert_eq!(s.upload_size("def").unwrap(), None);
-    assert!(matches!(s.upload_append("nope", None, None, &mut &b""[..]), Err(StoreError::UploadUnknown { .. })));
+    assert!(matches!(
+        s.upload_append("nope", None, None, &mut &b""[..]),
+        Err(StoreError::UploadUnknown { .. })
+    ));
     s.upload_create("ghi").unwrap();
     assert!(s.upload_cancel("ghi").unwrap());
     assert!(!s.upload_cancel("ghi").unwrap());
@@ -650,5 +671,224 @@ fn b_clone(s: &Services, repo: &str, db: &str) -> Backends {
         postgres: Some(db.to_owned()),
         blob_registry: Some(s.registry_url.clone()),
         blob_repository: Some(repo.to_owned()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Replicas
+
+/// An HTTP request with any headers; (status, headers, body).
+fn call(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .allow_non_standard_methods(true)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build();
+    let agent = ureq::Agent::new_with_config(config);
+    let mut req = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("{base}{path}"))
+        .header("Authorization", format!("Bearer {token}"));
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let resp = agent.run(req.body(body).unwrap()).unwrap_or_else(|e| panic!("{method} {base}{path}: {e}"));
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    let body = if method == "HEAD" {
+        Vec::new()
+    } else {
+        resp.into_body().with_config().limit(1 << 30).read_to_vec().unwrap()
+    };
+    (status, headers, body)
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
+    headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map_or("", |(_, v)| v.as_str())
+}
+
+/// Every file of `bundle` downloaded through `server`, compared with the bundle's.
+fn assert_served(base: &str, bundle: &Bundle, family: &str, version: &str) {
+    let http = Http::new(base);
+    for f in bundle.files() {
+        let a = http.get(&format!("/api/v1/families/{family}/versions/{version}/files/{}", f.path), None);
+        assert_eq!(a.status, 200, "{base}: {}: {}", f.path, a.text());
+        assert_eq!(a.body, bundle.read(&f.path), "{base}: {} differs", f.path);
+    }
+}
+
+/// Push an image (config, one layer, manifest) to `repo:tag`, its layer in two chunks sent to alternate
+/// replicas; the manifest's bytes.
+fn push_across(replicas: &[&str], token: &str, repo: &str, tag: &str) -> Vec<u8> {
+    // A gzip stream, as a layer is (skopeo recompresses a layer that is not).
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let plain: Vec<u8> = (0..300_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let mut gzip = Command::new("gzip")
+        .args(["-n", "-1", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = gzip.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &plain).unwrap());
+    let layer = gzip.wait_with_output().unwrap().stdout;
+    writer.join().unwrap();
+    assert!(layer.len() > 200_000, "two chunks of some size");
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec();
+    let (at, mut n) = (|n: usize| replicas[n % replicas.len()], 0);
+    let (st, h, _) = call(at(n), "POST", &format!("/v2/{repo}/blobs/uploads/"), token, &[], Vec::new());
+    assert_eq!(st, 202);
+    let mut location = header(&h, "location").to_owned();
+    for (start, part) in [(0usize, &layer[..100_000]), (100_000, &layer[100_000..])] {
+        n += 1;
+        let range = format!("{start}-{}", start + part.len() - 1);
+        let (st, h, body) = call(
+            at(n),
+            "PATCH",
+            &location,
+            token,
+            &[("Content-Range", range), ("Content-Type", "application/octet-stream".into())],
+            part.to_vec(),
+        );
+        assert_eq!(st, 202, "PATCH on replica {}: {}", n % replicas.len(), String::from_utf8_lossy(&body));
+        location = header(&h, "location").to_owned();
+    }
+    n += 1;
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let (st, _, body) =
+        call(at(n), "PUT", &format!("{location}{sep}digest={}", sha256(&layer)), token, &[], Vec::new());
+    assert_eq!(st, 201, "{}", String::from_utf8_lossy(&body));
+    n += 1;
+    let (st, _, _) = call(
+        at(n),
+        "POST",
+        &format!("/v2/{repo}/blobs/uploads/?digest={}", sha256(&config)),
+        token,
+        &[("Content-Type", "application/octet-stream".into())],
+        config.clone(),
+    );
+    assert_eq!(st, 201);
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": sha256(&layer), "size": layer.len()}],
+    }))
+    .unwrap();
+    n += 1;
+    let (st, _, body) = call(
+        at(n),
+        "PUT",
+        &format!("/v2/{repo}/manifests/{tag}"),
+        token,
+        &[("Content-Type", "application/vnd.oci.image.manifest.v1+json".into())],
+        manifest.clone(),
+    );
+    assert_eq!(st, 201, "{}", String::from_utf8_lossy(&body));
+    manifest
+}
+
+/// A replica in this process over `backends` (its own data folder); the first admin token when it made it.
+fn replica(key: &kiln_sign::PublicKey, backends: &Backends, admin: Option<&str>) -> (Server, Option<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Catalog::open_with(&dir.path().join("data"), backends).unwrap();
+    c.trust(key.clone()).unwrap();
+    let token =
+        c.ensure_admin_token(now()).unwrap().map(|p| fs_err::read_to_string(p).unwrap().trim().to_owned());
+    let admin = token.clone().or(admin.map(str::to_owned)).unwrap_or_default();
+    let server = Server::serve(c, admin, ServeOptions::default(), dir);
+    (server, token)
+}
+
+#[test]
+fn two_replicas_share_one_state() {
+    require_services!();
+    let s = Services::start();
+    let backends = s.backends(true);
+    let b = Bundles::new();
+    let (a, token) = replica(&b.trusted_public(), &backends, None);
+    let token = token.expect("the first replica makes the admin token");
+    let (bb, none) = replica(&b.trusted_public(), &backends, Some(&token));
+    assert!(none.is_none(), "the second replica finds the first one's admin token");
+
+    // Published through A: resolved, listed and downloaded through B, the same bytes.
+    let web = b.good(&BundleSpec::new("web", "1.0.0"));
+    let out =
+        a.client(Some(&token)).publish(&web.dir, Vec::new(), &kiln_catalog::client::NoProgress).unwrap();
+    assert!(out.created);
+    assert_served(&bb.url, &web, "web", "1.0.0");
+    let version = |srv: &Server| srv.http.get("/api/v1/families/web/versions/1.0.0", None).json();
+    assert_eq!(version(&a), version(&bb));
+    assert_eq!(version(&bb)["manifest_digest"], web.manifest_digest());
+    let resolve = |srv: &Server| srv.http.get("/api/v1/resolve?family=web&contract=base-os@^1", None);
+    assert_eq!(resolve(&bb).json()["chosen"]["version"], "1.0.0");
+    assert_eq!(resolve(&a).body, resolve(&bb).body);
+    // Published again through B: the same image, nothing new.
+    let again =
+        bb.client(Some(&token)).publish(&web.dir, Vec::new(), &kiln_catalog::client::NoProgress).unwrap();
+    assert!(!again.created);
+    // A change through B is seen by A at once (its cache follows the family's revision).
+    assert_eq!(a.http.get("/api/v1/families/web/channels", None).json()["channels"], json!([]));
+    let p = bb.http.send(
+        "PUT",
+        "/api/v1/families/web/channels/stable",
+        Some(&token),
+        &json!({"version": "1.0.0"}),
+    );
+    assert_eq!(p.status, 200, "{}", p.text());
+    assert_eq!(a.http.get("/api/v1/families/web/channels", None).json()["channels"][0]["version"], "1.0.0");
+    // A token made through B works on A; the audit log is one.
+    let t = bb.token("ci", &["read"]);
+    assert_eq!(a.http.get("/api/v1/tokens", Some(&t)).status, 403, "known to A, without the admin scope");
+    assert_eq!(a.audit(), bb.audit());
+
+    // An image pushed to the registry API chunk by chunk, alternating replicas, and pulled by skopeo
+    // through the other one.
+    let manifest = push_across(&[&a.url, &bb.url], &token, "team/app", "v1");
+    let (st, h, body) = call(
+        &bb.url,
+        "GET",
+        "/v2/team/app/manifests/v1",
+        &token,
+        &[("Accept", "application/vnd.oci.image.manifest.v1+json".into())],
+        Vec::new(),
+    );
+    assert_eq!((st, &body), (200, &manifest));
+    assert_eq!(header(&h, "docker-content-digest"), sha256(&manifest));
+    if Path::new("/usr/bin/skopeo").is_file() {
+        let out = tempfile::tempdir().unwrap();
+        let host = bb.url.trim_start_matches("http://");
+        let st = Command::new("skopeo")
+            .args(["copy", "--src-tls-verify=false", "--src-creds"])
+            .arg(format!("kiln:{token}"))
+            .arg(format!("docker://{host}/team/app:v1"))
+            .arg(format!("oci:{}:v1", out.path().join("layout").display()))
+            .output()
+            .unwrap();
+        assert!(st.status.success(), "skopeo: {}", String::from_utf8_lossy(&st.stderr));
+        // skopeo may write the manifest anew; the layer it pulled is the one pushed, byte for byte.
+        let pushed: Value = serde_json::from_slice(&manifest).unwrap();
+        let layer = pushed["layers"][0]["digest"].as_str().unwrap();
+        let file = out.path().join("layout/blobs/sha256").join(&layer["sha256:".len()..]);
+        assert_eq!(sha256(&fs_err::read(file).unwrap()), layer, "skopeo pulled the pushed layer");
     }
 }

@@ -133,7 +133,17 @@ struct Shared {
     /// Pushes of an unknown size (chunks).
     chunked: oci_client::Client,
     http: reqwest::Client,
-    rt: tokio::runtime::Runtime,
+    /// Always present until dropped (taken out to shut it down without blocking: the last reference may
+    /// go on an async thread, when a server stops).
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl fmt::Debug for RegistryBlobs {
@@ -147,6 +157,10 @@ impl fmt::Debug for RegistryBlobs {
 }
 
 impl Shared {
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.runtime.as_ref().expect("the runtime is there until the store is dropped")
+    }
+
     fn err(&self, message: impl fmt::Display) -> StoreError {
         StoreError::Registry { registry: self.base.clone(), message: message.to_string() }
     }
@@ -161,13 +175,13 @@ impl Shared {
 
     /// Whether the registry has the blob (`HEAD`).
     fn exists(&self, digest: &str) -> Result<bool, StoreError> {
-        self.rt.block_on(self.whole.blob_exists(&self.reference, digest)).map_err(|e| self.err(e))
+        self.rt().block_on(self.whole.blob_exists(&self.reference, digest)).map_err(|e| self.err(e))
     }
 
     /// `DELETE /v2/REPO/KIND/DIGEST`: whether it was there.
     fn delete(&self, kind: &str, digest: &str) -> Result<bool, StoreError> {
         let url = format!("{}/v2/{}/{kind}/{digest}", self.base, self.repository);
-        let status = self.rt.block_on(async {
+        let status = self.rt().block_on(async {
             let send = |bearer: Option<String>| {
                 let mut req = self.http.delete(&url);
                 req = match (&self.auth, bearer) {
@@ -211,7 +225,7 @@ impl Shared {
         offset: u64,
     ) -> Result<(BoxStream<'static, std::io::Result<Bytes>>, u64), StoreError> {
         let r = &self.reference;
-        self.rt
+        self.rt()
             .block_on(async {
                 if offset == 0 {
                     // From the start: the whole blob, checked against its digest at the end.
@@ -302,13 +316,13 @@ impl RegistryBlobs {
             whole,
             chunked,
             http,
-            rt,
+            runtime: Some(rt),
         };
         let store = Self { shared: Arc::new(shared), ledger };
         // The pins' config, and the proof that the registry takes pushes from us.
         let empty = Algorithm::Sha256.digest(EMPTY_CONFIG);
         let s = &store.shared;
-        s.rt.block_on(s.whole.push_blob(&s.reference, EMPTY_CONFIG, &empty)).map_err(|e| s.err(e))?;
+        s.rt().block_on(s.whole.push_blob(&s.reference, EMPTY_CONFIG, &empty)).map_err(|e| s.err(e))?;
         Ok(store)
     }
 
@@ -335,7 +349,8 @@ impl RegistryBlobs {
         let s = &self.shared;
         let (bytes, manifest) = Self::pin_manifest(digest, size);
         let content_type = reqwest::header::HeaderValue::from_static(MANIFEST_MEDIA_TYPE);
-        s.rt.block_on(s.whole.push_manifest_raw(&s.at(&manifest), bytes, content_type))
+        s.rt()
+            .block_on(s.whole.push_manifest_raw(&s.at(&manifest), bytes, content_type))
             .map_err(|e| s.err(e))?;
         self.ledger.blob_recorded(digest, size)
     }
@@ -375,13 +390,13 @@ impl RegistryBlobs {
                 } else {
                     (s.chunked.clone(), d.to_owned())
                 };
-                s.rt.spawn(async move {
+                s.rt().spawn(async move {
                     client.push_blob_stream(&reference, body, &d, size).await.map(|_| (d, None))
                 })
             }
             None => {
                 let client = s.chunked.clone();
-                s.rt.spawn(async move {
+                s.rt().spawn(async move {
                     client
                         .push_blob_stream_chunked(&reference, body)
                         .await
@@ -430,7 +445,7 @@ impl RegistryBlobs {
             let _ = tx.blocking_send(Err(OciDistributionError::GenericError(Some(f.to_string()))));
         }
         drop(tx);
-        let pushed = s.rt.block_on(task);
+        let pushed = s.rt().block_on(task);
         if let Some(f) = failure {
             return Err(f);
         }
@@ -536,7 +551,7 @@ impl Read for RangeReader {
                 self.skip = skip;
             }
             let Some(stream) = self.stream.as_mut() else { continue };
-            match self.shared.rt.block_on(stream.next()) {
+            match self.shared.rt().block_on(stream.next()) {
                 Some(Ok(mut b)) => {
                     let drop = self.skip.min(b.len() as u64) as usize;
                     self.skip -= drop as u64;

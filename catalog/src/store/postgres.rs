@@ -168,6 +168,18 @@ struct Inner {
     pool: Mutex<Vec<postgres::Client>>,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // A client closes its connection by blocking on its own runtime, which panics on an async thread
+        // (where the last reference to the catalog may go when a server stops): close them on a thread.
+        let clients = std::mem::take(self.pool.get_mut().unwrap_or_else(|e| e.into_inner()));
+        if !clients.is_empty() {
+            let _ =
+                std::thread::Builder::new().name("kiln-postgres-close".into()).spawn(move || drop(clients));
+        }
+    }
+}
+
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresStore").field("database", &self.inner.database).finish()
