@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use axum::{
     body::Body,
-    http::{header, HeaderMap, HeaderValue, Response, StatusCode},
+    http::{header, HeaderMap, HeaderValue, Response},
 };
 
 use self::action::{BootAction, BootFile, Ref, ALLOW_RETIRED_QUERY};
@@ -203,9 +203,7 @@ pub(crate) async fn run(
             .await?;
             let refs: Vec<&crate::model::FamilyState> = families.iter().map(|f| &**f).collect();
             let doc = if is_index { streams::index(&refs, today) } else { streams::products(&refs, today) };
-            let mut r = document(&doc, head);
-            *r.status_mut() = StatusCode::OK;
-            Ok(r)
+            Ok(document(&doc, head))
         }
     }
 }
