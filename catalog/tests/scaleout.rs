@@ -892,3 +892,281 @@ fn two_replicas_share_one_state() {
         assert_eq!(sha256(&fs_err::read(file).unwrap()), layer, "skopeo pulled the pushed layer");
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Replicas killed mid-request
+
+/// The settings of a replica process, in its environment.
+const REPLICA_ENV: &str = "KILN_SCALEOUT_REPLICA";
+
+/// Not a test of its own: with [`REPLICA_ENV`] set, this test binary serves a replica until it is killed
+/// (how the kill test gets replicas it can SIGKILL); without it, nothing.
+#[test]
+fn replica_process() {
+    let Ok(settings) = std::env::var(REPLICA_ENV) else { return };
+    let v: Value = serde_json::from_str(&settings).unwrap();
+    let text = |k: &str| v[k].as_str().map(str::to_owned);
+    let backends = Backends {
+        postgres: text("postgres"),
+        blob_registry: text("registry"),
+        blob_repository: text("repository"),
+    };
+    let mut c = Catalog::open_with(Path::new(&text("data").unwrap()), &backends).unwrap();
+    c.trust(kiln_sign::PublicKey::from_pem(&text("key").unwrap()).unwrap()).unwrap();
+    c.ensure_admin_token(now()).unwrap();
+    kiln_catalog::http::run_blocking(
+        std::sync::Arc::new(c),
+        "127.0.0.1:0",
+        ServeOptions::default(),
+        |addr| {
+            // Straight to the process's stdout: the test harness captures `println!`.
+            let mut out = std::io::stdout();
+            let _ = std::io::Write::write_all(&mut out, format!("REPLICA http://{addr}\n").as_bytes());
+            let _ = std::io::Write::flush(&mut out);
+        },
+    )
+    .unwrap();
+}
+
+/// A replica in a process of its own; killed (SIGKILL) when dropped.
+struct Process {
+    child: Child,
+    url: String,
+    _data: tempfile::TempDir,
+}
+
+impl Process {
+    fn start(key: &kiln_sign::PublicKey, backends: &Backends) -> Self {
+        use std::io::BufRead as _;
+        let data = tempfile::tempdir().unwrap();
+        let settings = json!({
+            "postgres": backends.postgres, "registry": backends.blob_registry,
+            "repository": backends.blob_repository, "data": data.path().join("data"), "key": key.to_pem(),
+        });
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["replica_process", "--exact", "--nocapture", "--test-threads=1"])
+            .env(REPLICA_ENV, settings.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                // The harness's `test replica_process ... ` may come first on the line.
+                if let Some((_, url)) = line.split_once("REPLICA ") {
+                    let _ = tx.send(url.trim().to_owned());
+                }
+            }
+        });
+        // Killed when dropped, also when it does not start.
+        let mut process = Self { child, url: String::new(), _data: data };
+        process.url = rx.recv_timeout(Duration::from_secs(60)).expect("the replica process starts");
+        process
+    }
+
+    /// SIGKILL, and wait for it to be gone.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Send a request's headers (announcing `length` bytes) and `part` of its body; the connection, left open.
+fn cut_off(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    headers: &[(&str, String)],
+    length: usize,
+    part: &[u8],
+) -> TcpStream {
+    use std::io::Write as _;
+    let addr = base.trim_start_matches("http://");
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Length: {length}\r\nContent-Type: application/octet-stream\r\n"
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    tcp.write_all(head.as_bytes()).unwrap();
+    tcp.write_all(part).unwrap();
+    tcp.flush().unwrap();
+    // Long enough for the replica to be writing the body into the stores.
+    std::thread::sleep(Duration::from_millis(300));
+    tcp
+}
+
+/// `POST /api/v1/publish` whose answer may never come (the replica dies): its status, if any.
+fn try_publish(base: &str, token: &str, bundle_files: &[kiln_catalog::model::FileRecord]) -> Option<u16> {
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build();
+    let req = ureq::http::Request::builder()
+        .method("POST")
+        .uri(format!("{base}/api/v1/publish"))
+        .header("Authorization", format!("Bearer {token}"))
+        .header("Content-Type", "application/json")
+        .body(serde_json::to_vec(&json!({ "files": bundle_files })).unwrap())
+        .unwrap();
+    ureq::Agent::new_with_config(config).run(req).ok().map(|r| r.status().as_u16())
+}
+
+fn publishes_of(server: &Server, version: &str) -> usize {
+    server.audit().iter().filter(|e| e["action"] == "publish" && e["version"] == version).count()
+}
+
+#[test]
+fn a_replica_killed_mid_request_loses_nothing() {
+    require_services!();
+    let s = Services::start();
+    let backends = s.backends(true);
+    let b = Bundles::new();
+    let key = b.trusted_public();
+    let (survivor, token) = replica(&key, &backends, None);
+    let token = token.unwrap();
+
+    // A registry upload: a chunk through a replica, the next one cut off by its death; the session goes on
+    // through the survivor from what was committed.
+    let mut doomed = Process::start(&key, &backends);
+    let (st, h, _) = call(&doomed.url, "POST", "/v2/team/app/blobs/uploads/", &token, &[], Vec::new());
+    assert_eq!(st, 202);
+    let location = header(&h, "location").to_owned();
+    let (st, h, _) =
+        call(&doomed.url, "PATCH", &location, &token, &[("Content-Range", "0-5".into())], b"hello ".to_vec());
+    assert_eq!(st, 202);
+    let location = header(&h, "location").to_owned();
+    let tcp = cut_off(
+        &doomed.url,
+        "PATCH",
+        &location,
+        &token,
+        &[("Content-Range", "6-1005".into())],
+        1000,
+        &[b'x'; 500],
+    );
+    doomed.kill();
+    drop(tcp);
+    let (st, h, _) = call(&survivor.url, "GET", &location, &token, &[], Vec::new());
+    assert_eq!((st, header(&h, "range")), (204, "0-5"), "the cut-off chunk left nothing");
+    let (st, h, _) = call(
+        &survivor.url,
+        "PATCH",
+        &location,
+        &token,
+        &[("Content-Range", "6-10".into())],
+        b"world".to_vec(),
+    );
+    assert_eq!(st, 202);
+    let location = header(&h, "location").to_owned();
+    let hw = sha256(b"hello world");
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let (st, _, body) =
+        call(&survivor.url, "PUT", &format!("{location}{sep}digest={hw}"), &token, &[], Vec::new());
+    assert_eq!(st, 201, "{}", String::from_utf8_lossy(&body));
+    let (st, _, body) =
+        call(&survivor.url, "GET", &format!("/v2/team/app/blobs/{hw}"), &token, &[], Vec::new());
+    assert_eq!((st, body.as_slice()), (200, &b"hello world"[..]));
+
+    // A publish's upload cut off by the replica's death: the blob is absent, the version too; the publish
+    // through the survivor completes.
+    let web = b.good(&BundleSpec::new("web", "1.0.0").disk_size(8 << 20));
+    let disk = web.files().into_iter().find(|f| f.path == support::DISK).unwrap();
+    let mut doomed = Process::start(&key, &backends);
+    let bytes = web.read(support::DISK);
+    let tcp = cut_off(
+        &doomed.url,
+        "PUT",
+        &format!("/api/v1/blobs/{}", disk.digest),
+        &token,
+        &[],
+        bytes.len(),
+        &bytes[..bytes.len() / 2],
+    );
+    doomed.kill();
+    drop(tcp);
+    assert_eq!(
+        survivor.http.request("HEAD", &format!("/api/v1/blobs/{}", disk.digest), None, None).status,
+        404
+    );
+    assert_eq!(survivor.http.get("/api/v1/families/web/versions/1.0.0", None).status, 404);
+    assert!(
+        survivor
+            .client(Some(&token))
+            .publish(&web.dir, Vec::new(), &kiln_catalog::client::NoProgress)
+            .unwrap()
+            .created
+    );
+    assert_served(&survivor.url, &web, "web", "1.0.0");
+    assert_eq!(publishes_of(&survivor, "1.0.0"), 1);
+
+    // Replicas killed at several moments of a publish: the version is absent or whole, and the publish
+    // retried through the survivor records it once.
+    for (i, delay) in [0u64, 10, 40, 120, 400].into_iter().enumerate() {
+        let version = format!("1.1.{i}");
+        let bundle = b.good(&BundleSpec::new("web", &version).disk_size(1 << 20));
+        let mut doomed = Process::start(&key, &backends);
+        let http = Http::new(&doomed.url);
+        for f in bundle.files() {
+            let a =
+                http.put_bytes(&format!("/api/v1/blobs/{}", f.digest), Some(&token), bundle.read(&f.path));
+            assert_eq!(a.status, 201, "{}", a.text());
+        }
+        let (url, t, files) = (doomed.url.clone(), token.clone(), bundle.files());
+        let publishing = std::thread::spawn(move || try_publish(&url, &t, &files));
+        std::thread::sleep(Duration::from_millis(delay));
+        doomed.kill();
+        let answered = publishing.join().unwrap();
+        let a = survivor.http.get(&format!("/api/v1/families/web/versions/{version}"), None);
+        match a.status {
+            404 => assert_eq!(publishes_of(&survivor, &version), 0, "{version}: no version, no audit entry"),
+            200 => {
+                assert_served(&survivor.url, &bundle, "web", &version);
+                assert_eq!(publishes_of(&survivor, &version), 1);
+            }
+            other => panic!("{version}: {other} {}", a.text()),
+        }
+        let out = survivor
+            .client(Some(&token))
+            .publish(&bundle.dir, Vec::new(), &kiln_catalog::client::NoProgress)
+            .unwrap();
+        assert_eq!(
+            out.created,
+            a.status == 404,
+            "{version} (killed after {delay} ms, answered {answered:?})"
+        );
+        assert_served(&survivor.url, &bundle, "web", &version);
+        assert_eq!(publishes_of(&survivor, &version), 1, "{version}");
+    }
+
+    // What the dead replicas left is garbage, collected; everything a version names stays.
+    let c = &survivor.catalog;
+    c.gc(Duration::ZERO).unwrap();
+    let referenced = c.meta().referenced_blobs().unwrap();
+    for blob in c.blobs().list().unwrap() {
+        assert!(referenced.contains(&blob.digest), "{} is left after gc", blob.digest);
+    }
+    for v in &c.family("web").unwrap().versions {
+        for f in &v.files {
+            assert_eq!(
+                c.blobs().stat(&f.digest).unwrap(),
+                Some(f.size),
+                "{}@{}: {}",
+                v.family,
+                v.version,
+                f.path
+            );
+        }
+    }
+}
