@@ -353,6 +353,8 @@ pub struct ResolveArgs {
 #[derive(Debug, Subcommand)]
 pub enum CatalogCommand {
     /// Serve a catalog's HTTP API. A new catalog writes its first admin token to DATA/admin-token (0600).
+    /// Replicas behind a load balancer share one catalog through --postgres and --blob-registry, each
+    /// with a data folder of its own (trusted keys, staging).
     Serve(ServeArgs),
     /// Create a catalog folder (or add trusted keys to one) without serving it.
     Init(InitArgs),
@@ -433,6 +435,34 @@ pub struct InitArgs {
     /// Trust this public key (PEM) for publishing (repeatable; kept in DATA/trusted-keys).
     #[arg(long = "trust-key", value_name = "PUB")]
     pub trust_keys: Vec<PathBuf>,
+    /// Keep the metadata in this PostgreSQL database (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB`) instead
+    /// of DATA/catalog.db: replicas sharing it (and --blob-registry) serve one catalog.
+    #[arg(long, value_name = "URL", env = "KILN_POSTGRES_URL", hide_env_values = true)]
+    pub postgres: Option<String>,
+    /// Keep the blobs in this OCI registry (`http[s]://[USER:PASSWORD@]HOST[:PORT]`) instead of DATA/blobs
+    /// (needs --postgres, which holds their ledger).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "KILN_BLOB_REGISTRY",
+        hide_env_values = true,
+        requires = "postgres"
+    )]
+    pub blob_registry: Option<String>,
+    /// The registry's repository for the blobs [default: kiln-blobs].
+    #[arg(long, value_name = "NAME", requires = "blob_registry")]
+    pub blob_repository: Option<String>,
+}
+
+impl InitArgs {
+    /// The stores these flags name.
+    pub fn backends(&self) -> kiln_catalog::store::Backends {
+        kiln_catalog::store::Backends {
+            postgres: self.postgres.clone(),
+            blob_registry: self.blob_registry.clone(),
+            blob_repository: self.blob_repository.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -245,7 +245,7 @@ pub fn resolve(args: &ResolveArgs, json: bool) -> anyhow::Result<()> {
 }
 
 fn init(args: &InitArgs) -> anyhow::Result<Catalog> {
-    let mut catalog = Catalog::open(&args.data)
+    let mut catalog = Catalog::open_with(&args.data, &args.backends())
         .with_context(|| format!("cannot open the catalog {}", args.data.display()))?;
     for k in &args.trust_keys {
         let key = kiln_sign::keys::load_public_key(k)
