@@ -161,7 +161,11 @@ fn debian_minimal_artifacts_pass_the_real_tools() {
     let Some(b) = minimal() else { return };
     let arts = artifacts(&b.report);
     let kinds: Vec<&str> = arts.iter().map(|(k, _, _)| k.as_str()).collect();
-    assert_eq!(kinds, ["raw", "qcow2", "oci", "sbom", "materials"]);
+    assert_eq!(
+        kinds,
+        ["raw", "qcow2", "oci", "sbom", "materials", "materials"],
+        "materials: the blueprint and materials.json"
+    );
     for (kind, path, sha) in &arts {
         // An OCI layout is recorded by its image manifest blob, the one index.json lists.
         let file = if kind == "oci" {
@@ -171,6 +175,11 @@ fn debian_minimal_artifacts_pass_the_real_tools() {
         };
         assert_eq!(&sha256_file(&file), sha, "{kind} digest in manifest.json");
     }
+    // The blueprint as built is kept beside the materials, byte for byte.
+    assert_eq!(
+        fs_err::read(b.out.join("build/blueprint/blueprint.toml")).unwrap(),
+        fs_err::read(root_dir().join("blueprints/debian-minimal/blueprint.toml")).unwrap()
+    );
     // The SBOM lists every installed package with the digest of the .deb the build resolved for it.
     let read = |p: &str| -> Value { serde_json::from_slice(&fs_err::read(b.out.join(p)).unwrap()).unwrap() };
     let (sbom, materials) = (read("sbom.spdx.json"), read("build/materials.json"));
