@@ -101,12 +101,21 @@ fn postgres_user() -> Option<String> {
         .map(str::to_owned)
 }
 
-/// `program args…`, as `user` when given.
+/// `program args…`, as `user` when given (`setpriv` executes the program in its place, so the child is
+/// the program itself and can be signalled).
 fn command_as(user: Option<&str>, program: &Path) -> Command {
     match user {
         Some(u) => {
-            let mut c = Command::new("runuser");
-            c.args(["-u", u, "--"]).arg(program);
+            let id = |flag: &str| {
+                let out = Command::new("id").arg(flag).arg(u).output().unwrap();
+                String::from_utf8_lossy(&out.stdout).trim().to_owned()
+            };
+            let mut c = Command::new("setpriv");
+            c.arg(format!("--reuid={}", id("-u")))
+                .arg(format!("--regid={}", id("-g")))
+                .arg("--clear-groups")
+                .arg("--")
+                .arg(program);
             c
         }
         None => Command::new(program),
@@ -137,10 +146,11 @@ struct Services {
 
 impl Drop for Services {
     fn drop(&mut self) {
-        for c in [&mut self.postgres, &mut self.registry] {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        // PostgreSQL's immediate shutdown (SIGQUIT) ends its server processes with it.
+        let _ = Command::new("kill").arg("-QUIT").arg(self.postgres.id().to_string()).status();
+        let _ = self.postgres.wait();
+        let _ = self.registry.kill();
+        let _ = self.registry.wait();
     }
 }
 
@@ -251,6 +261,10 @@ fn the_services_start_and_stop() {
     let mut c = postgres::Client::connect(&db, postgres::NoTls).unwrap();
     assert_eq!(c.query_one("SELECT 1 + 1", &[]).unwrap().get::<_, i32>(0), 2);
     assert_eq!(Http::new(&s.registry_url).get("/v2/", None).status, 200);
+    let (pg, registry) = (s.pg_port, s.registry_url.trim_start_matches("http://").to_owned());
+    drop(s);
+    assert!(postgres::Client::connect(&db, postgres::NoTls).is_err(), "PostgreSQL stopped");
+    assert!(TcpStream::connect(("127.0.0.1", pg)).is_err() && TcpStream::connect(registry).is_err());
 }
 
 // ---------------------------------------------------------------------------------------------------------
