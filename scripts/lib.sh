@@ -2,7 +2,8 @@
 # shellcheck shell=bash
 
 # Packages kiln's tests and main job use: image tools, the VM, OCI tools, the Debian tool chain, a headless
-# browser for the catalog's web pages (and a font for its screenshots).
+# browser for the catalog's web pages (and a font for its screenshots), PostgreSQL and a registry for the
+# scaled-out catalog's tests.
 KILN_APT_PACKAGES=(
   ca-certificates git gcc pkg-config
   e2fsprogs dosfstools fdisk mtools
@@ -15,6 +16,7 @@ KILN_APT_PACKAGES=(
   ovmf
   uidmap
   chromium fonts-dejavu-core
+  postgresql docker-registry
 )
 
 # Reuse compiled dependencies between runs and fresh clones.
