@@ -678,6 +678,34 @@ fn a_folder_and_a_registry_store_blobs_alike() {
     blobs.upload_append("shared", None, None, &mut &b"hello "[..]).unwrap();
     assert_eq!(other.upload_append("shared", Some(6), None, &mut &b"world"[..]).unwrap(), 11);
     assert_eq!(blobs.upload_finish("shared", &sha256(b"hello world")).unwrap(), 11);
+
+    // While one replica appends to a session, another is told it is busy, and nothing it sent is kept.
+    blobs.upload_create("busy").unwrap();
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        let first = scope.spawn(|| blobs.upload_append("busy", None, None, &mut Slow(wait, false)));
+        std::thread::sleep(Duration::from_millis(500));
+        let second = other.upload_append("busy", None, None, &mut &b"other"[..]);
+        assert!(matches!(second, Err(StoreError::UploadBusy { .. })), "{second:?}");
+        go.send(()).unwrap();
+        assert_eq!(first.join().unwrap().unwrap(), 4);
+    });
+    assert_eq!(other.upload_size("busy").unwrap(), Some(4));
+}
+
+/// A body whose bytes (`slow`) come when it is told to.
+struct Slow(std::sync::mpsc::Receiver<()>, bool);
+
+impl std::io::Read for Slow {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.1 {
+            return Ok(0);
+        }
+        let _ = self.0.recv();
+        self.1 = true;
+        buf[..4].copy_from_slice(b"slow");
+        Ok(4)
+    }
 }
 
 fn b_clone(s: &Services, repo: &str, db: &str) -> Backends {
@@ -1183,4 +1211,39 @@ fn a_replica_killed_mid_request_loses_nothing() {
             );
         }
     }
+}
+
+#[test]
+fn concurrent_writes_through_two_replicas_never_act_on_stale_state() {
+    require_services!();
+    let s = Services::start();
+    let backends = s.backends(false);
+    let b = Bundles::new();
+    let key = b.trusted_public();
+    let (one, _d1) = catalog(&key, &backends);
+    let (two, _d2) = catalog(&key, &backends);
+    for v in ["1.0.0", "1.1.0", "1.2.0"] {
+        one.publish_dir(&b.good(&BundleSpec::new("web", v)).dir, Vec::new(), "test", now()).unwrap();
+    }
+    // Promotions racing through both replicas: each move starts where the previous one ended.
+    std::thread::scope(|scope| {
+        for i in 0..12 {
+            let c = if i % 2 == 0 { &one } else { &two };
+            scope.spawn(move || {
+                for round in 0..3 {
+                    let to = ["1.0.0", "1.1.0", "1.2.0"][(i + round) % 3];
+                    c.promote("web", "candidate", &v(to), &format!("writer-{i}"), now()).unwrap();
+                }
+            });
+        }
+    });
+    let history = &two.family("web").unwrap().channels["candidate"].history;
+    assert!(!history.is_empty());
+    assert_eq!(history[0].from, None);
+    for w in history.windows(2) {
+        assert_eq!(w[1].from.as_ref(), Some(&w[0].to), "a move made on stale state: {history:?}");
+        assert_ne!(w[1].from.as_ref(), Some(&w[1].to), "a move to where the channel already was");
+    }
+    let promotes = actions(&one, Some("web")).iter().filter(|a| *a == "promote").count();
+    assert_eq!(promotes, history.len(), "one audit entry per move");
 }

@@ -45,7 +45,7 @@ const SCHEMA_VERSION: i32 = 1;
 const MIGRATION_LOCK: i64 = 0x6b69_6c6e_0001;
 
 /// How many times a write runs when concurrent transactions keep invalidating what it read.
-const WRITE_ATTEMPTS: u32 = 10;
+const WRITE_ATTEMPTS: u32 = 20;
 
 /// The unique index that lets one token only be created by the catalog itself (the first admin token).
 const FIRST_ADMIN_INDEX: &str = "tokens_first_admin";
