@@ -155,23 +155,7 @@ impl Client {
     pub fn versions(&self, family: &str) -> Result<Value, ClientError> {
         match self {
             Self::Local { catalog, .. } => {
-                let f = catalog.family(family)?;
-                let today = Day::of(Timestamp::now());
-                let versions: Vec<Value> = f
-                    .versions
-                    .iter()
-                    .rev()
-                    .map(|v| {
-                        serde_json::json!({
-                            "version": v.version,
-                            "state": v.lifecycle.state_on(today),
-                            "published_at": v.published_at,
-                            "manifest_digest": v.manifest_digest,
-                            "certified": v.certified,
-                        })
-                    })
-                    .collect();
-                Ok(serde_json::json!({ "family": f.name, "versions": versions }))
+                Ok(crate::http::versions_json(&*catalog.family(family)?, Day::of(Timestamp::now())))
             }
             Self::Remote(r) => r.get_json(&format!("{API}/families/{family}/versions")),
         }
@@ -180,13 +164,7 @@ impl Client {
     pub fn version(&self, family: &str, version: &semver::Version) -> Result<Value, ClientError> {
         match self {
             Self::Local { catalog, .. } => {
-                let v = catalog.version(family, version)?;
-                let state = v.lifecycle.state_on(Day::of(Timestamp::now()));
-                let mut value = to_value(&v);
-                if let Some(o) = value.as_object_mut() {
-                    o.insert("state".into(), to_value(state));
-                }
-                Ok(value)
+                Ok(crate::http::version_json(&catalog.version(family, version)?, Day::of(Timestamp::now())))
             }
             Self::Remote(r) => r.get_json(&format!("{API}/families/{family}/versions/{version}")),
         }
@@ -194,12 +172,7 @@ impl Client {
 
     pub fn channels(&self, family: &str) -> Result<Value, ClientError> {
         match self {
-            Self::Local { catalog, .. } => {
-                let f = catalog.family(family)?;
-                Ok(
-                    serde_json::json!({ "family": f.name, "channels": f.channels.values().collect::<Vec<_>>() }),
-                )
-            }
+            Self::Local { catalog, .. } => Ok(crate::http::channels_json(&*catalog.family(family)?)),
             Self::Remote(r) => r.get_json(&format!("{API}/families/{family}/channels")),
         }
     }

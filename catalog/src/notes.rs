@@ -674,17 +674,26 @@ fn environment() -> Environment<'static> {
     env.set_keep_trailing_newline(true);
     env.set_auto_escape_callback(|name| if name == HTML_NAME { AutoEscape::Html } else { AutoEscape::None });
     env.add_filter("md", |s: String| md(&s));
-    // HTML-escapes strings like minijinja's own formatter, but leaves `/` alone (paths, digests).
-    env.set_formatter(|out, state, value| match value.as_str() {
+    env.set_formatter(html_formatter);
+    env
+}
+
+/// A minijinja formatter that HTML-escapes strings like minijinja's own, but leaves `/` alone (paths,
+/// digests, URLs); the release notes and the web pages render with it.
+pub(crate) fn html_formatter(
+    out: &mut minijinja::Output<'_>,
+    state: &minijinja::State<'_, '_>,
+    value: &minijinja::Value,
+) -> Result<(), minijinja::Error> {
+    match value.as_str() {
         Some(s) if state.auto_escape() == AutoEscape::Html && !value.is_safe() => {
             out.write_str(&html_escape(s)).map_err(minijinja::Error::from)
         }
         _ => minijinja::escape_formatter(out, state, value),
-    });
-    env
+    }
 }
 
-/// Escapes `&`, `<`, `>`, `"` and `'` for HTML text and attribute values.
+/// Escapes `&`, `<`, `>`, `"` and `'` for HTML text and attribute values (`/` stays).
 fn html_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {

@@ -868,12 +868,12 @@ impl Bytes {
         record.files.iter().find(|f| f.path.starts_with("build/blueprint/")).map(|f| f.path.clone())
     }
 
-    /// From a staged bundle.
-    fn read(dir: &Path, record: &VersionRecord) -> Result<Self, CatalogError> {
-        let read = |rel: &str| {
-            let p = dir.join(rel);
-            fs_err::read(&p).map_err(io(&p))
-        };
+    /// The SBOM, certification report and blueprint of `record`, each read with `read` (a bundle path in,
+    /// its bytes out).
+    fn collect(
+        record: &VersionRecord,
+        read: impl Fn(&str) -> Result<Vec<u8>, CatalogError>,
+    ) -> Result<Self, CatalogError> {
         let sbom = match Self::sbom_path(record) {
             Some(p) => read(&p)?,
             None => Vec::new(),
@@ -883,6 +883,15 @@ impl Bytes {
             None => None,
         };
         Ok(Self { sbom, certification: read(CERTIFICATION)?, blueprint })
+    }
+
+    /// From a staged bundle.
+    fn read(dir: &Path, record: &VersionRecord) -> Result<Self, CatalogError> {
+        let read = |rel: &str| {
+            let p = dir.join(rel);
+            fs_err::read(&p).map_err(io(&p))
+        };
+        Self::collect(record, read)
     }
 
     /// From the blob store (an earlier version).
@@ -897,15 +906,7 @@ impl Bytes {
                 .map_err(|source| StoreError::Io { path: PathBuf::from(&f.digest), source })?;
             Ok(out)
         };
-        let sbom = match Self::sbom_path(record) {
-            Some(p) => read(&p)?,
-            None => Vec::new(),
-        };
-        let blueprint = match Self::blueprint_path(record) {
-            Some(p) => Some((p.clone(), String::from_utf8_lossy(&read(&p)?).into_owned())),
-            None => None,
-        };
-        Ok(Self { sbom, certification: read(CERTIFICATION)?, blueprint })
+        Self::collect(record, read)
     }
 
     fn build(&self) -> notes::Build<'_> {

@@ -272,10 +272,10 @@ async fn authorize_scope(
     Ok(record)
 }
 
-/// A body streamed into a blocking reader.
-struct ChannelReader {
-    rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
-    current: Bytes,
+/// A body streamed into a blocking reader (blob uploads here and in the registry).
+pub(crate) struct ChannelReader {
+    pub(crate) rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    pub(crate) current: Bytes,
 }
 
 impl std::io::Read for ChannelReader {
@@ -349,22 +349,7 @@ async fn run(
         }
         Action::ListVersions { family } => {
             let f = blocking(move || c.family(&family)).await?;
-            let today = Day::of(now);
-            let list: Vec<_> = f
-                .versions
-                .iter()
-                .rev()
-                .map(|v| {
-                    serde_json::json!({
-                        "version": v.version,
-                        "state": v.lifecycle.state_on(today),
-                        "published_at": v.published_at,
-                        "manifest_digest": v.manifest_digest,
-                        "certified": v.certified,
-                    })
-                })
-                .collect();
-            json_response(StatusCode::OK, &serde_json::json!({ "family": f.name, "versions": list }))
+            json_response(StatusCode::OK, &versions_json(&f, Day::of(now)))
         }
         Action::GetVersion { family, version } => {
             let v = blocking(move || c.version(&family, &version)).await?;
@@ -405,10 +390,7 @@ async fn run(
         }
         Action::ListChannels { family } => {
             let f = blocking(move || c.family(&family)).await?;
-            json_response(
-                StatusCode::OK,
-                &serde_json::json!({ "family": f.name, "channels": f.channels.values().collect::<Vec<_>>() }),
-            )
+            json_response(StatusCode::OK, &channels_json(&f))
         }
         Action::Promote { family, channel, version } => {
             let moved = blocking(move || c.promote(&family, &channel, &version, &actor, now)).await?;
@@ -511,7 +493,32 @@ async fn run(
 }
 
 /// A version as the API shows it: the record and its state on `today`.
-fn version_json(v: &crate::model::VersionRecord, today: Day) -> serde_json::Value {
+/// `GET …/versions`: the family's versions, newest first, with their state on `today`.
+pub fn versions_json(f: &crate::model::FamilyState, today: Day) -> serde_json::Value {
+    let list: Vec<_> = f
+        .versions
+        .iter()
+        .rev()
+        .map(|v| {
+            serde_json::json!({
+                "version": v.version,
+                "state": v.lifecycle.state_on(today),
+                "published_at": v.published_at,
+                "manifest_digest": v.manifest_digest,
+                "certified": v.certified,
+            })
+        })
+        .collect();
+    serde_json::json!({ "family": f.name, "versions": list })
+}
+
+/// `GET …/channels`: the family's channels with their history.
+pub fn channels_json(f: &crate::model::FamilyState) -> serde_json::Value {
+    serde_json::json!({ "family": f.name, "channels": f.channels.values().collect::<Vec<_>>() })
+}
+
+/// `GET …/versions/V`: the version record with its state on `today`.
+pub fn version_json(v: &crate::model::VersionRecord, today: Day) -> serde_json::Value {
     let mut value = serde_json::to_value(v).unwrap_or_default();
     if let Some(o) = value.as_object_mut() {
         o.insert("state".into(), serde_json::to_value(v.lifecycle.state_on(today)).unwrap_or_default());

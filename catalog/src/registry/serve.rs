@@ -522,28 +522,6 @@ async fn get_blob(
     Ok(r)
 }
 
-/// A body streamed into a blocking reader.
-struct ChannelReader {
-    rx: tokio::sync::mpsc::Receiver<std::result::Result<Bytes, std::io::Error>>,
-    current: Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(b)) => self.current = b,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        self.current = self.current.slice(n..);
-        Ok(n)
-    }
-}
-
 /// Stream `body` into `f`, which reads it on a blocking thread.
 async fn stream_into<T: Send + 'static>(
     cx: &Cx,
@@ -553,7 +531,7 @@ async fn stream_into<T: Send + 'static>(
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let c = Arc::clone(&cx.state.catalog);
     let worker = tokio::task::spawn_blocking(move || {
-        let mut reader = ChannelReader { rx, current: Bytes::new() };
+        let mut reader = crate::http::ChannelReader { rx, current: Bytes::new() };
         f(&c, &mut reader)
     });
     let mut frames = body.into_data_stream();

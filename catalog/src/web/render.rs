@@ -25,34 +25,13 @@ pub struct RenderError {
     pub source: minijinja::Error,
 }
 
-/// Escapes `&`, `<`, `>`, `"` and `'` for HTML text and attribute values (`/` stays: paths, digests, URLs).
-fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 fn environment() -> Result<Environment<'static>, RenderError> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env.set_auto_escape_callback(|_| AutoEscape::Html);
-    env.set_formatter(|out, state, value| match value.as_str() {
-        Some(s) if state.auto_escape() == AutoEscape::Html && !value.is_safe() => {
-            out.write_str(&html_escape(s)).map_err(minijinja::Error::from)
-        }
-        _ => minijinja::escape_formatter(out, state, value),
-    });
+    env.set_formatter(crate::notes::html_formatter);
     for (name, source) in TEMPLATES {
         env.add_template(name, source).map_err(|source| RenderError { template: name, source })?;
     }
