@@ -19,4 +19,5 @@ pub mod known_issues;
 pub mod lifecycle;
 pub mod notes;
 pub mod resolve;
+pub mod retired;
 pub mod web;

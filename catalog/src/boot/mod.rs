@@ -26,11 +26,12 @@ use self::action::{BootAction, BootFile, Ref, ALLOW_RETIRED_QUERY};
 use crate::{
     http::{
         blocking, content_type_of,
-        download::{self, http_date, Served},
+        download::{self, Served},
         problem::Problem,
         State,
     },
-    model::{Day, LifecycleState, Timestamp, VersionRecord},
+    model::{Day, Timestamp, VersionRecord},
+    retired::{verdict, Retired, Verdict},
     Catalog, CatalogError,
 };
 
@@ -47,50 +48,24 @@ fn resolve(catalog: &Catalog, family: &str, reference: &Ref) -> Result<VersionRe
     }
 }
 
-/// The lifecycle headers of a version's downloads, or the 410 refusing a retired one.
+/// The lifecycle headers of a version's downloads ([`crate::retired`]), or the 410 refusing a retired one.
 fn lifecycle_headers(v: &VersionRecord, today: Day, allow_retired: bool) -> Result<HeaderMap, Problem> {
-    let state = v.lifecycle.state_on(today);
-    let mut h = HeaderMap::new();
-    let retired = matches!(state, LifecycleState::EndOfLife | LifecycleState::Revoked);
-    if retired && !allow_retired {
-        let why = match (&v.lifecycle.revoked, v.lifecycle.end_of_life_on) {
-            (Some(r), _) => format!("{} was revoked: {}", v.id(), r.reason),
-            (None, Some(d)) => format!("{} reached its end of life on {d}", v.id()),
-            (None, None) => format!("{} is {state}", v.id()),
-        };
-        return Err(Problem::new(
+    match verdict(v, today, allow_retired) {
+        Verdict::Serve(headers) => {
+            let mut h = HeaderMap::new();
+            for (name, value) in headers {
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    h.append(name, value);
+                }
+            }
+            Ok(h)
+        }
+        Verdict::Refuse(Retired { why, .. }) => Err(Problem::new(
             410,
             "Gone",
             format!("{why}; to download it all the same, send `Kiln-Allow-Retired: true` or `?{ALLOW_RETIRED_QUERY}=1`"),
-        ));
+        )),
     }
-    let midnight = |d: Day| Timestamp(d.0.midnight().assume_utc().unix_timestamp());
-    let mut put = |name: &'static str, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            h.append(name, v);
-        }
-    };
-    // RFC 9745: when the version is (or will be) deprecated; RFC 8594: when it goes away.
-    if let Some(d) = v.lifecycle.deprecated_on {
-        put("deprecation", format!("@{}", midnight(d).0));
-    }
-    if let Some(d) = v.lifecycle.end_of_life_on {
-        put("sunset", http_date(midnight(d)));
-    }
-    let warning = match state {
-        LifecycleState::Deprecated => Some(match v.lifecycle.end_of_life_on {
-            Some(eol) => format!("{} is deprecated; end of life on {eol}", v.id()),
-            None => format!("{} is deprecated", v.id()),
-        }),
-        LifecycleState::EndOfLife | LifecycleState::Revoked => {
-            Some(format!("{} is {state}; served as asked", v.id()))
-        }
-        _ => None,
-    };
-    if let Some(w) = warning {
-        put("warning", format!("299 kiln \"{}\"", w.replace(['"', '\\'], "'")));
-    }
-    Ok(h)
 }
 
 /// `http://HOST` of the request (what a script's URLs start with).

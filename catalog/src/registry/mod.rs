@@ -11,7 +11,7 @@
 //! * A kiln family is the repository of its name: publishing a version records its OCI layout there
 //!   ([`publish`]), pulled as `FAMILY:VERSION` (a `+` in the version is `_` in the tag), by digest, and as
 //!   `FAMILY:CHANNEL`. A family's repository is the catalog's own: pushes and deletes there are refused
-//!   (publish with `kiln publish`). Pulling a version follows its lifecycle ([`retired`]).
+//!   (publish with `kiln publish`). Pulling a version follows its lifecycle ([`crate::retired`]).
 //! * Credentials as registry clients send them: HTTP Basic with a catalog token as the password
 //!   (`podman login -u anything -p TOKEN`), or the token flow: a 401 challenges
 //!   `Bearer realm="BASE/v2/token",service="kiln",scope="repository:NAME:push,pull"`, and
@@ -32,7 +32,6 @@ pub mod action;
 pub mod error;
 pub mod manifest;
 pub mod publish;
-pub mod retired;
 mod serve;
 
 pub use action::ROUTES;

@@ -16,11 +16,11 @@ use super::{
     error::{upload_range, Code, RegistryError},
     manifest::{inspect, MAX_MANIFEST, OCI_INDEX},
     publish,
-    retired::{verdict, Verdict},
 };
 use crate::{
     http::State,
     model::{Day, LifecycleState, Scope, Timestamp, TokenRecord, VersionRecord},
+    retired::{verdict, Retired, Verdict},
     store::{parse_digest, RegistryManifest, StoreError, Upload},
     CatalogError,
 };
@@ -421,9 +421,23 @@ async fn get_manifest(
     .await?;
     let mut extra = Vec::new();
     if let Some(v) = &version {
-        match verdict(v, today, matches!(reference, Reference::Digest(_)), allow_retired) {
+        match verdict(v, today, allow_retired && matches!(reference, Reference::Digest(_))) {
             Verdict::Serve(h) => extra = h,
-            Verdict::Refuse(e) => return Err(e),
+            Verdict::Refuse(Retired { why, state }) => {
+                let l = &v.lifecycle;
+                return Err(RegistryError::new(
+                    Code::Denied,
+                    format!("{why}; pull it by digest with the header `Kiln-Allow-Retired: true` to get it anyway"),
+                )
+                .with_status(410)
+                .with_detail(serde_json::json!({
+                    "family": v.family,
+                    "version": v.version.to_string(),
+                    "state": state,
+                    "end_of_life_on": l.end_of_life_on,
+                    "revoked": l.revoked,
+                })));
+            }
         }
     }
     let mut r = if head {
