@@ -10,7 +10,6 @@
 //! ipxe-qemu and ovmf (scripts/lib.sh installs them).
 
 use std::{
-    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
@@ -20,7 +19,7 @@ use kiln_testsuites::vm::{kvm_usable, read_serial, tail};
 use serde_json::Value;
 
 mod common;
-use common::{can_build, root_dir};
+use common::{can_build, kiln_ok, root_dir, s, serve, Served};
 
 const PASSWORD: &str = "boot-test";
 const FAMILY: &str = "debian-minimal";
@@ -33,44 +32,15 @@ const OVMF: [(&str, &str); 2] = [
 /// default (naming it with `romfile=` keeps this QEMU's SeaBIOS from running it).
 const IPXE_ROM: &str = "/usr/lib/ipxe/qemu/efi-virtio.rom";
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 fn kiln(args: &[&str]) -> Output {
-    let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .current_dir(root_dir())
-        .env("KILN_SIGNING_PASSWORD", PASSWORD)
-        .env_remove("KILN_CATALOG")
-        .env_remove("KILN_TOKEN")
-        .output()
-        .expect("run kiln");
-    assert!(
-        o.status.success(),
-        "kiln {}: {}\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
+    kiln_ok(PASSWORD, args)
 }
 
-/// A served catalog holding debian-minimal, stable; killed when dropped.
+/// A served catalog holding debian-minimal, stable; stopped when dropped.
 struct Published {
-    child: Child,
-    /// `http://127.0.0.1:PORT`
-    url: String,
-    port: u16,
+    catalog: Served,
     version: String,
     work: PathBuf,
-}
-
-impl Drop for Published {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Build, certify, sign and publish debian-minimal, and serve it.
@@ -84,27 +54,14 @@ fn publish() -> Published {
     kiln(&["keygen", "--out", s(&w.join("release"))]);
     kiln(&["-q", "sign", s(&out), "--key", s(&w.join("release.key"))]);
 
-    let data = w.join("data");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["catalog", "serve", "--data", s(&data), "--listen", "127.0.0.1:0"])
-        .args(["--trust-key", s(&w.join("release.pub"))])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the catalog");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.trim().to_owned();
-    let port: u16 = url.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{url:?}"));
-    // From here on the server is stopped however the test ends.
-    let mut p = Published { child, url, port, version: String::new(), work: w };
-    let token = fs_err::read_to_string(data.join("admin-token")).unwrap().trim().to_owned();
-    let o = kiln(&["--json", "publish", s(&out), "--catalog", &p.url, "--token", &token]);
+    let catalog = serve(&w.join("data"), &w.join("release.pub"));
+    let (url, token) = (catalog.url.clone(), catalog.token.clone());
+    let o = kiln(&["--json", "publish", s(&out), "--catalog", &url, "--token", &token]);
     let published: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(published["created"], true, "{published}");
-    p.version = published["version"]["version"].as_str().unwrap().to_owned();
-    kiln(&["promote", FAMILY, &p.version, "--channel", "stable", "--catalog", &p.url, "--token", &token]);
-    p
+    let version = published["version"]["version"].as_str().unwrap().to_owned();
+    kiln(&["promote", FAMILY, &version, "--channel", "stable", "--catalog", &url, "--token", &token]);
+    Published { catalog, version, work: w }
 }
 
 /// QEMU with a serial console in a file; killed when dropped.
@@ -207,7 +164,7 @@ fn qemu_boots_from_the_catalog_over_http_and_with_ipxe() {
 /// The disk, read over HTTP by QEMU's curl block driver, booted by OVMF to the login prompt.
 fn boot_the_qcow2_over_http(p: &Published, code: &str, vars: &str) {
     // The curl driver is a module of qemu-block-extra: an unknown driver without it.
-    let url = format!("{}/download/{FAMILY}/stable/disk.qcow2", p.url);
+    let url = format!("{}/download/{FAMILY}/stable/disk.qcow2", p.catalog.url);
     let probe = Command::new("qemu-img")
         .args(["info", "--output=json"])
         .arg(format!("json:{{\"file.driver\":\"http\",\"file.url\":\"{url}\"}}"))
@@ -222,7 +179,7 @@ fn boot_the_qcow2_over_http(p: &Published, code: &str, vars: &str) {
     fs_err::create_dir_all(&dir).unwrap();
     let vars_copy = dir.join("OVMF_VARS.fd");
     fs_err::copy(vars, &vars_copy).unwrap();
-    let url = format!("{}/download/{FAMILY}/{}/disk.qcow2", p.url, p.version);
+    let url = format!("{}/download/{FAMILY}/{}/disk.qcow2", p.catalog.url, p.version);
     let mut vm = Qemu::start(
         &dir.join("run"),
         &[
@@ -247,7 +204,7 @@ fn boot_the_qcow2_over_http(p: &Published, code: &str, vars: &str) {
 /// iPXE's ROM, given the catalog's script as its boot file, starts the kernel the script names.
 fn boot_with_ipxe(p: &Published) {
     // The script as the VM gets it, through the host's address in user networking.
-    let base = format!("http://10.0.2.2:{}", p.port);
+    let base = format!("http://10.0.2.2:{}", p.catalog.port);
     let mut vm = Qemu::start(
         &p.work.join("vm-ipxe"),
         &[

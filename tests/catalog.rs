@@ -6,78 +6,29 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::Output,
 };
 
 use serde_json::Value;
 
 mod common;
-use common::{can_build, root_dir};
+use common::{can_build, kiln_ok, kiln_with, root_dir, s, serve, Served};
 
 const PASSWORD: &str = "catalog-test";
 
 fn kiln(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .current_dir(root_dir())
-        .env("KILN_SIGNING_PASSWORD", PASSWORD)
-        .env_remove("KILN_CATALOG")
-        .env_remove("KILN_TOKEN")
-        .output()
-        .expect("run kiln")
+    kiln_with(PASSWORD, args)
 }
 
 fn ok(args: &[&str]) -> Output {
-    let o = kiln(args);
-    assert!(
-        o.status.success(),
-        "kiln {}: {}\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
+    kiln_ok(PASSWORD, args)
 }
 
 fn json(args: &[&str]) -> Value {
     let mut all = vec!["--json"];
     all.extend_from_slice(args);
     serde_json::from_slice(&ok(&all).stdout).expect("JSON on stdout")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// A served catalog, killed when dropped.
-struct Served {
-    child: Child,
-    url: String,
-    token: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(data: &Path, key: &Path) -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["catalog", "serve", "--data", s(data), "--listen", "127.0.0.1:0", "--trust-key", s(key)])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the catalog");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.trim().to_owned();
-    assert!(url.starts_with("http://127.0.0.1:"), "serve printed {url:?}");
-    let token = fs_err::read_to_string(data.join("admin-token")).unwrap().trim().to_owned();
-    Served { child, url, token }
 }
 
 /// A copy of debian-base-oci named `name` at `version`, with `packages` on top of minbase.

@@ -5,22 +5,17 @@
 //! `FAMILY:stable`, the image kiln signed. Needs skopeo, umoci and podman (scripts/lib.sh installs them).
 
 use std::{
-    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Output},
 };
 
 use kiln_blueprint::manifest::{sha256_file, Artifact, ArtifactKind, Manifest};
 use serde_json::{json, Value};
 
 mod common;
-use common::{root_dir, work};
+use common::{kiln_ok, s, serve, work};
 
 const PASSWORD: &str = "registry-clients-test";
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// Run `program args`, which must succeed; its output.
 fn run(program: &str, args: &[&str]) -> Output {
@@ -38,53 +33,7 @@ fn run(program: &str, args: &[&str]) -> Output {
 }
 
 fn kiln(args: &[&str]) -> Output {
-    let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .current_dir(root_dir())
-        .env("KILN_SIGNING_PASSWORD", PASSWORD)
-        .env_remove("KILN_CATALOG")
-        .env_remove("KILN_TOKEN")
-        .output()
-        .expect("run kiln");
-    assert!(
-        o.status.success(),
-        "kiln {}: {}\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
-}
-
-/// A served catalog, killed when dropped.
-struct Served {
-    child: Child,
-    /// `127.0.0.1:PORT`, as image references name the registry.
-    host: String,
-    url: String,
-    token: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(data: &Path, key: &Path) -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["catalog", "serve", "--data", s(data), "--listen", "127.0.0.1:0", "--trust-key", s(key)])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the catalog");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.trim().to_owned();
-    let host = url.strip_prefix("http://").unwrap_or_else(|| panic!("serve printed {url:?}")).to_owned();
-    let token = fs_err::read_to_string(data.join("admin-token")).unwrap().trim().to_owned();
-    Served { child, host, url, token }
+    kiln_ok(PASSWORD, args)
 }
 
 /// The digest and size of the manifest tagged `tag` in the OCI layout at `layout`.
