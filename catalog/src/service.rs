@@ -74,6 +74,18 @@ pub struct GcReport {
     pub staging_removed: usize,
     /// Unreferenced blobs kept because they are younger than the grace period (a publish may be using them).
     pub blobs_kept_young: usize,
+    /// Cached network-boot files of versions that cannot be booted any more ([`crate::boot::ipxe::sweep`]).
+    pub boot_cache_removed: usize,
+}
+
+/// A store that does not answer ([`Catalog::check`]).
+#[derive(Debug, thiserror::Error)]
+#[error("the {store} store does not answer")]
+pub struct Unhealthy {
+    /// `metadata` or `blobs`.
+    pub store: &'static str,
+    #[source]
+    pub source: Box<StoreError>,
 }
 
 /// The catalog.
@@ -329,6 +341,14 @@ impl Catalog {
             })?;
             Ok(())
         })
+    }
+
+    /// Whether both stores answer now: the metadata store (one query) and the blob store. The first
+    /// failure, with the store it came from.
+    pub fn check(&self) -> Result<(), Unhealthy> {
+        let failed = |store| move |e: StoreError| Unhealthy { store, source: Box::new(e) };
+        self.meta.family_revision("").map_err(failed("metadata"))?;
+        self.blobs.check().map_err(failed("blobs"))
     }
 
     /// The family, from a cache kept current by the family's revision (one small query per call).
@@ -813,7 +833,8 @@ impl Catalog {
     }
 
     /// Remove what no version refers to: blobs older than `grace` (younger ones may belong to a publish in
-    /// progress), unfinished uploads and staging folders older than `grace`.
+    /// progress), unfinished uploads and staging folders older than `grace`; and the boot files extracted
+    /// for versions that are retired now.
     pub fn gc(&self, grace: Duration) -> Result<GcReport, CatalogError> {
         let cutoff = SystemTime::now().checked_sub(grace).unwrap_or(SystemTime::UNIX_EPOCH);
         let referenced = self.meta.referenced_blobs()?;
@@ -840,6 +861,7 @@ impl Catalog {
                 }
             }
         }
+        report.boot_cache_removed = crate::boot::ipxe::sweep(self, Day::of(Timestamp::now()), cutoff)?;
         Ok(report)
     }
 }

@@ -295,6 +295,27 @@ fn ipxe_scripts_boot_the_kernel_and_initrd_of_the_disks_default_entry() {
     let a = get(&s, "/boot/web/1.0.0.ipxe?allow-retired=1", &[]);
     assert!(a.text().contains("/boot/web/1.0.0/vmlinuz?allow-retired=1 "), "{}", a.text());
     assert_eq!(get(&s, "/boot/web/1.0.0/vmlinuz?allow-retired=1", &[]).status, 200);
+
+    // gc sweeps the cache: the revoked version's files go (and a crashed extraction's folder), the
+    // bootable version's stay; booting the revoked one with the override extracts it again.
+    let folders = || {
+        let mut names: Vec<String> = std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(folders().len(), 2, "{:?}", folders());
+    std::fs::create_dir(cache.join(".0123abcd.1.1")).unwrap();
+    let report = s.catalog.gc(std::time::Duration::ZERO).unwrap();
+    assert_eq!(report.boot_cache_removed, 2, "{report:?}");
+    let kept = folders();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(get(&s, "/boot/web/1.1.0/vmlinuz", &[]).body == newer.kernel_bytes());
+    assert_eq!(folders(), kept, "served from the cache kept");
+    assert!(get(&s, "/boot/web/1.0.0/vmlinuz?allow-retired=1", &[]).body == spec.kernel_bytes());
+    assert_eq!(folders().len(), 2);
 }
 
 #[test]

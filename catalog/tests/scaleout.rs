@@ -141,6 +141,8 @@ struct Services {
     pg_port: u16,
     /// `http://127.0.0.1:PORT`
     registry_url: String,
+    /// PostgreSQL's certificate (self-signed: its own CA).
+    ca: PathBuf,
     databases: std::sync::atomic::AtomicUsize,
 }
 
@@ -177,6 +179,35 @@ impl Services {
             .output()
             .unwrap();
         assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        // A self-signed certificate for 127.0.0.1 (not for `localhost`): TLS for the connections that ask.
+        let (cert, key) = (pg.join("server.crt"), pg.join("server.key"));
+        let out = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+            .args([
+                "-days",
+                "2",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-keyout",
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        if let Some(u) = &user {
+            assert!(Command::new("chown")
+                .arg(format!("{u}:"))
+                .arg(&cert)
+                .arg(&key)
+                .status()
+                .unwrap()
+                .success());
+        }
         let pg_port = free_port();
         let mut postgres = command_as(user.as_deref(), &bin.join("postgres"))
             .arg("-D")
@@ -185,7 +216,11 @@ impl Services {
             .arg(&pg)
             .args(["-h", "127.0.0.1", "-p", &pg_port.to_string()])
             .args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
-            .args(["-c", "max_connections=200"])
+            .args(["-c", "max_connections=200", "-c", "ssl=on"])
+            .arg("-c")
+            .arg(format!("ssl_cert_file={}", cert.display()))
+            .arg("-c")
+            .arg(format!("ssl_key_file={}", key.display()))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -225,7 +260,7 @@ impl Services {
             || TcpStream::connect(("127.0.0.1", reg_port)).is_ok() && probe.get("/v2/", None).status == 200,
             &mut registry,
         );
-        Self { _dir: dir, postgres, registry, pg_port, registry_url, databases: Default::default() }
+        Self { _dir: dir, postgres, registry, pg_port, registry_url, ca: cert, databases: Default::default() }
     }
 
     /// A new, empty database; its connection string.
@@ -265,6 +300,63 @@ fn the_services_start_and_stop() {
     drop(s);
     assert!(postgres::Client::connect(&db, postgres::NoTls).is_err(), "PostgreSQL stopped");
     assert!(TcpStream::connect(("127.0.0.1", pg)).is_err() && TcpStream::connect(registry).is_err());
+}
+
+/// An error and its sources, as the CLI prints them.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(c) = source {
+        s.push_str(&format!(": {c}"));
+        source = c.source();
+    }
+    s
+}
+
+#[test]
+fn connections_asking_for_tls_get_it_verified() {
+    require_services!();
+    let s = Services::start();
+    let db = s.database();
+    let ca = s.ca.display().to_string();
+    // With the server's CA: the store works, over TLS (PostgreSQL says so of the store's connections).
+    let url = format!("{db}?sslmode=verify-full&sslrootcert={ca}&application_name=kiln-tls");
+    let (c, _dir) = catalog(
+        &support::Bundles::new().trusted_public(),
+        &Backends { postgres: Some(url), ..Default::default() },
+    );
+    assert!(c.meta().families().unwrap().is_empty());
+    let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    let row = admin
+        .query_one(
+            "SELECT count(*) FILTER (WHERE ssl), count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid)
+             WHERE application_name = 'kiln-tls'",
+            &[],
+        )
+        .unwrap();
+    let (tls, all): (i64, i64) = (row.get(0), row.get(1));
+    assert!(all > 0 && tls == all, "{tls} of {all} connections are TLS");
+    // Refused: a certificate no trusted CA signed; a host name the certificate does not name.
+    let open = |url: String| {
+        Catalog::open_with(
+            tempfile::tempdir().unwrap().path(),
+            &Backends { postgres: Some(url), ..Default::default() },
+        )
+    };
+    let e = open(format!("{db}?sslmode=require")).map(drop).map_err(|e| chain(&e)).unwrap_err();
+    assert!(e.contains("certificate"), "{e}");
+    let localhost = db.replace("127.0.0.1", "localhost");
+    let e = open(format!("{localhost}?sslmode=require&sslrootcert={ca}"))
+        .map(drop)
+        .map_err(|e| chain(&e))
+        .unwrap_err();
+    assert!(e.contains("hostname mismatch"), "{e}");
+    // An unreadable root certificate file is named.
+    let e = open(format!("{db}?sslmode=require&sslrootcert=/nonexistent/ca.pem"))
+        .map(drop)
+        .map_err(|e| chain(&e))
+        .unwrap_err();
+    assert!(e.contains("TLS") && e.contains("/nonexistent/ca.pem"), "{e}");
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -864,7 +956,7 @@ fn replica(key: &kiln_sign::PublicKey, backends: &Backends, admin: Option<&str>)
 #[test]
 fn two_replicas_share_one_state() {
     require_services!();
-    let s = Services::start();
+    let mut s = Services::start();
     let backends = s.backends(true);
     let b = Bundles::new();
     let (a, token) = replica(&b.trusted_public(), &backends, None);
@@ -933,6 +1025,20 @@ fn two_replicas_share_one_state() {
         let file = out.path().join("layout/blobs/sha256").join(&layer["sha256:".len()..]);
         assert_eq!(sha256(&fs_err::read(file).unwrap()), layer, "skopeo pulled the pushed layer");
     }
+
+    // Health follows the shared stores, so a load balancer takes out a replica that cannot serve: the
+    // registry gone, then the database.
+    for r in [&a, &bb] {
+        assert_eq!(r.http.get("/healthz", None).json()["status"], "ok");
+    }
+    let _ = s.registry.kill();
+    let _ = s.registry.wait();
+    let p = bb.http.get("/healthz", None).problem(503);
+    assert!(p["detail"].as_str().unwrap().starts_with("the blobs store does not answer"), "{p}");
+    let _ = Command::new("kill").arg("-QUIT").arg(s.postgres.id().to_string()).status();
+    let _ = s.postgres.wait();
+    let p = a.http.get("/healthz", None).problem(503);
+    assert!(p["detail"].as_str().unwrap().starts_with("the metadata store does not answer"), "{p}");
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -422,8 +422,8 @@ pub fn catalog(cmd: &CatalogCommand, json: bool) -> anyhow::Result<()> {
             let v = open(target)?.gc(Duration::from_secs(*grace))?;
             print(&v, json, |v| {
                 println!(
-                    "removed {} blob(s) ({} bytes), {} upload(s), {} staging folder(s); kept {} young unreferenced blob(s)",
-                    v["blobs_removed"], v["bytes_removed"], v["uploads_removed"], v["staging_removed"], v["blobs_kept_young"]
+                    "removed {} blob(s) ({} bytes), {} upload(s), {} staging folder(s), {} boot cache folder(s); kept {} young unreferenced blob(s)",
+                    v["blobs_removed"], v["bytes_removed"], v["uploads_removed"], v["staging_removed"], v["boot_cache_removed"], v["blobs_kept_young"]
                 )
             })
         }

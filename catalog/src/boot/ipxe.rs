@@ -9,20 +9,26 @@
 //! (no extra blobs recorded with a version, no model change), versions published before this existed boot
 //! too, and only images that are network-booted spend the space. The ESP is read in place, through the
 //! reader the runtime checks use (`kiln_testsuites::runtime::boot_entry`).
+//!
+//! The catalog's gc sweeps the cache ([`sweep`]): it keeps the folders of versions that can still be booted
+//! and removes the others (end of life, revoked, or of no version at all); a retired version booted with
+//! the override is extracted again.
 
 use std::{
+    collections::BTreeSet,
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicU64, Ordering},
         Mutex,
     },
+    time::SystemTime,
 };
 
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
 use crate::{
-    model::{ArtifactKind, VersionRecord},
+    model::{ArtifactKind, Day, FileRecord, LifecycleState, VersionRecord},
     store::digest_hex,
     Catalog, CatalogError,
 };
@@ -87,12 +93,7 @@ static SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// The boot files of `v` (extracting them on first use) and the folder that holds them.
 pub fn boot_files(catalog: &Catalog, v: &VersionRecord) -> Result<(BootInfo, PathBuf), BootError> {
-    let raw = v
-        .artifacts
-        .iter()
-        .find(|a| a.kind == ArtifactKind::Raw)
-        .and_then(|a| v.file(&a.path))
-        .ok_or_else(|| BootError::NoRawDisk { id: v.id() })?;
+    let raw = raw_disk(v).ok_or_else(|| BootError::NoRawDisk { id: v.id() })?;
     let hex = digest_hex(&raw.digest).map_err(CatalogError::from)?;
     let cache = catalog.root().join(CACHE_DIR);
     let dir = cache.join(hex);
@@ -113,6 +114,48 @@ pub fn boot_files(catalog: &Catalog, v: &VersionRecord) -> Result<(BootInfo, Pat
     });
     let _ = std::fs::remove_dir_all(&tmp);
     Ok((result?, dir))
+}
+
+/// The raw disk of `v`, as the bundle file that holds it.
+fn raw_disk(v: &VersionRecord) -> Option<&FileRecord> {
+    v.artifacts.iter().find(|a| a.kind == ArtifactKind::Raw).and_then(|a| v.file(&a.path))
+}
+
+/// Remove the cached boot files of versions that cannot be booted without the override any more (end of
+/// life or revoked on `today`) or of no version at all, and extraction folders left before `cutoff` by a
+/// crash. Returns how many folders were removed.
+pub fn sweep(catalog: &Catalog, today: Day, cutoff: SystemTime) -> Result<usize, CatalogError> {
+    let cache = catalog.root().join(CACHE_DIR);
+    let entries = match std::fs::read_dir(&cache) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(source) => return Err(CatalogError::Store(crate::store::StoreError::Io { path: cache, source })),
+    };
+    let mut live = BTreeSet::new();
+    for summary in catalog.meta().families()? {
+        for v in &catalog.family(&summary.name)?.versions {
+            let retired =
+                matches!(v.lifecycle.state_on(today), LifecycleState::EndOfLife | LifecycleState::Revoked);
+            if let (false, Some(raw)) = (retired, raw_disk(v)) {
+                live.insert(digest_hex(&raw.digest)?.to_owned());
+            }
+        }
+    }
+    // No extraction renames a folder into place while the sweep looks.
+    let _one = EXTRACTING.lock().unwrap_or_else(|e| e.into_inner());
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let stale = if name.starts_with('.') {
+            e.metadata().and_then(|m| m.modified()).map(|t| t < cutoff).unwrap_or(true)
+        } else {
+            !live.contains(&name)
+        };
+        if stale && std::fs::remove_dir_all(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 fn read_info(dir: &Path) -> Result<Option<BootInfo>, BootError> {

@@ -81,11 +81,12 @@ pub async fn serve(
             let c = Arc::clone(&gc_catalog);
             match tokio::task::spawn_blocking(move || c.gc(grace)).await {
                 Ok(Ok(r)) => tracing::info!(
-                    "gc: removed {} blob(s) ({} bytes), {} upload(s), {} staging folder(s)",
+                    "gc: removed {} blob(s) ({} bytes), {} upload(s), {} staging folder(s), {} boot cache folder(s)",
                     r.blobs_removed,
                     r.bytes_removed,
                     r.uploads_removed,
-                    r.staging_removed
+                    r.staging_removed,
+                    r.boot_cache_removed
                 ),
                 Ok(Err(e)) => tracing::warn!("gc: {}", problem::chain(&e)),
                 Err(e) => tracing::warn!("gc: {e}"),
@@ -331,7 +332,14 @@ async fn run(
     let c = Arc::clone(&state.catalog);
     let now = Timestamp::now();
     Ok(match action {
-        Action::Health => json_response(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+        Action::Health => match tokio::task::spawn_blocking(move || c.check()).await {
+            Ok(Ok(())) => json_response(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+            Ok(Err(e)) => {
+                tracing::warn!("health check: {}", problem::chain(&e));
+                return Err(Problem::new(503, "Unavailable", problem::chain(&e)));
+            }
+            Err(e) => return Err(Problem::new(500, "Internal error", e.to_string())),
+        },
         Action::OpenApi => text_response("application/json", OPENAPI.to_owned()),
         Action::ListFamilies => {
             let families = blocking(move || Ok(c.meta().families()?)).await?;

@@ -178,6 +178,15 @@ fn hash_file(alg: Algorithm, f: &mut std::fs::File) -> std::io::Result<String> {
 }
 
 impl BlobStore for FsBlobs {
+    fn check(&self) -> Result<(), StoreError> {
+        let m = std::fs::metadata(&self.root).map_err(io(&self.root))?;
+        if m.is_dir() {
+            Ok(())
+        } else {
+            Err(io(&self.root)(std::io::ErrorKind::NotADirectory.into()))
+        }
+    }
+
     fn stat(&self, digest: &str) -> Result<Option<u64>, StoreError> {
         let path = self.path(digest)?;
         match std::fs::metadata(&path) {

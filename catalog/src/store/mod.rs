@@ -73,6 +73,9 @@ pub enum StoreError {
         #[source]
         source: ::postgres::Error,
     },
+    /// The TLS asked for by the connection string cannot be set up (`sslrootcert` unreadable, …).
+    #[error("catalog database {database}: TLS: {message}")]
+    PostgresTls { database: String, message: String },
     /// A row that may exist once exists already (another replica wrote it first).
     #[error("{what} exists already")]
     Duplicate { what: String },
@@ -241,6 +244,8 @@ pub struct StoredBlob {
 
 /// Content-addressed storage of bundle files.
 pub trait BlobStore: Send + Sync + std::fmt::Debug {
+    /// Whether the store answers now (a health check: the folder is there, the registry responds).
+    fn check(&self) -> Result<(), StoreError>;
     /// The blob's size when present.
     fn stat(&self, digest: &str) -> Result<Option<u64>, StoreError>;
     /// Refresh a present blob's age (a publish about to refer to it keeps it from collection); its size.

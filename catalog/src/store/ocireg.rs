@@ -595,6 +595,11 @@ impl Seek for RangeReader {
 }
 
 impl BlobStore for RegistryBlobs {
+    fn check(&self) -> Result<(), StoreError> {
+        // A HEAD of a blob nobody has: an answer (404) is health; a refused connection or a 5xx is not.
+        self.shared.exists(&format!("sha256:{}", "0".repeat(64))).map(|_| ())
+    }
+
     fn stat(&self, digest: &str) -> Result<Option<u64>, StoreError> {
         parse_digest(digest)?;
         self.present(digest)

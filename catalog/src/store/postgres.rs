@@ -17,6 +17,12 @@
 //! initialising an empty database together make one. The `postgres` crate is the synchronous client (it
 //! drives tokio-postgres on a small runtime of its own); the store is called from blocking threads.
 //! Connections are pooled; one that broke is dropped.
+//!
+//! TLS: with `sslmode=require` (or libpq's `verify-ca`/`verify-full`) in the connection string, connections
+//! are TLS (native-tls: the system's OpenSSL) and the server's certificate and host name are verified,
+//! against the system's CAs and those of `sslrootcert=PATH` (a PEM file, as libpq names it); the server
+//! must offer TLS. Without it (`disable`, or libpq's default `prefer`), connections are plain: keep those to
+//! loopback or a private network.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -163,6 +169,8 @@ pub struct PostgresStore {
 
 struct Inner {
     config: postgres::Config,
+    /// The TLS connector when the connection string asks for TLS.
+    tls: Option<postgres_native_tls::MakeTlsConnector>,
     /// The connection string without its password, for errors.
     database: String,
     pool: Mutex<Vec<postgres::Client>>,
@@ -184,6 +192,47 @@ impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresStore").field("database", &self.inner.database).finish()
     }
+}
+
+/// What kiln reads from a connection string before tokio-postgres parses it: `sslrootcert` (which it
+/// does not know) taken out, and libpq's `sslmode=verify-ca|verify-full` as `require` (kiln always
+/// verifies when it uses TLS). The connection string left, and the root certificate file.
+fn tls_options(url: &str) -> (String, Option<PathBuf>) {
+    let is_url = url.contains("://");
+    let mut root = None;
+    let mut keep = |kv: &str| -> Option<String> {
+        match kv.split_once('=') {
+            Some(("sslrootcert", path)) => {
+                root = Some(PathBuf::from(if is_url {
+                    form_urlencoded::parse(format!("p={path}").as_bytes())
+                        .next()
+                        .map_or_else(|| path.to_owned(), |(_, p)| p.into_owned())
+                } else {
+                    path.to_owned()
+                }));
+                None
+            }
+            Some(("sslmode", "verify-ca" | "verify-full")) => Some("sslmode=require".to_owned()),
+            _ => Some(kv.to_owned()),
+        }
+    };
+    let rest = if is_url {
+        match url.split_once('?') {
+            Some((base, query)) => {
+                let params: Vec<String> =
+                    query.split('&').filter(|kv| !kv.is_empty()).filter_map(&mut keep).collect();
+                if params.is_empty() {
+                    base.to_owned()
+                } else {
+                    format!("{base}?{}", params.join("&"))
+                }
+            }
+            None => url.to_owned(),
+        }
+    } else {
+        url.split_whitespace().filter_map(&mut keep).collect::<Vec<_>>().join(" ")
+    };
+    (rest, root)
 }
 
 /// A connection string without its password (`postgres://user@host/db`, `host=… user=…`).
@@ -253,12 +302,29 @@ impl PostgresStore {
     /// Connect to the database `url` and create or migrate kiln's tables.
     pub fn open(url: &str) -> Result<Self, StoreError> {
         let database = redact(url);
+        let (url, root_cert) = tls_options(url);
         let mut config: postgres::Config =
             url.parse().map_err(|source| StoreError::Postgres { database: database.clone(), source })?;
+        let tls = match config.get_ssl_mode() {
+            postgres::config::SslMode::Require => {
+                let tls_error =
+                    |message: String| StoreError::PostgresTls { database: database.clone(), message };
+                let mut builder = native_tls::TlsConnector::builder();
+                if let Some(path) = &root_cert {
+                    let pem = fs_err::read(path).map_err(|e| tls_error(e.to_string()))?;
+                    let cert = native_tls::Certificate::from_pem(&pem)
+                        .map_err(|e| tls_error(format!("sslrootcert {}: {e}", path.display())))?;
+                    builder.add_root_certificate(cert);
+                }
+                let connector = builder.build().map_err(|e| tls_error(e.to_string()))?;
+                Some(postgres_native_tls::MakeTlsConnector::new(connector))
+            }
+            _ => None,
+        };
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
-        let store = Self { inner: Arc::new(Inner { config, database, pool: Mutex::new(Vec::new()) }) };
+        let store = Self { inner: Arc::new(Inner { config, tls, database, pool: Mutex::new(Vec::new()) }) };
         store.migrate()?;
         Ok(store)
     }
@@ -271,7 +337,11 @@ impl PostgresStore {
         let pooled = self.inner.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let client = match pooled {
             Some(c) => c,
-            None => self.inner.config.connect(NoTls).map_err(self.pg())?,
+            None => match &self.inner.tls {
+                Some(tls) => self.inner.config.connect(tls.clone()),
+                None => self.inner.config.connect(NoTls),
+            }
+            .map_err(self.pg())?,
         };
         Ok(Conn { store: &self.inner, client: Some(client) })
     }
@@ -1110,5 +1180,27 @@ mod tests {
             redact("host=/tmp port=5433 user=kiln password=s3cret dbname=kiln"),
             "host=/tmp port=5433 user=kiln dbname=kiln"
         );
+    }
+
+    #[test]
+    fn tls_options_are_read_before_the_driver_parses() {
+        let (url, root) = tls_options(
+            "postgres://k@db/kiln?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&application_name=x",
+        );
+        assert_eq!(url, "postgres://k@db/kiln?sslmode=require&application_name=x");
+        assert_eq!(root, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(
+            url.parse::<postgres::Config>().unwrap().get_ssl_mode(),
+            postgres::config::SslMode::Require
+        );
+        let (url, root) = tls_options("postgres://k@db/kiln?sslrootcert=/ca.pem");
+        assert_eq!((url.as_str(), root), ("postgres://k@db/kiln", Some(PathBuf::from("/ca.pem"))));
+        let (url, root) = tls_options("host=db sslmode=verify-ca sslrootcert=/ca.pem dbname=kiln");
+        assert_eq!(
+            (url.as_str(), root),
+            ("host=db sslmode=require dbname=kiln", Some(PathBuf::from("/ca.pem")))
+        );
+        let (url, root) = tls_options("postgres://k@db/kiln");
+        assert_eq!((url.as_str(), root), ("postgres://k@db/kiln", None));
     }
 }
