@@ -86,6 +86,9 @@ curl -fs -X PUT -H "Authorization: Bearer $token" -H "Content-Type: application/
   --data-binary "@$work/blob" "$kiln_url/api/v1/blobs/$digest" >/dev/null
 mkdir -p "$work/www"
 ln "$work/blob" "$work/www/blob"
+# nginx's workers run as www-data: they must reach the file (mktemp made the folder private).
+chmod 0755 "$work" "$work/www"
+chmod 0644 "$work/blob"
 nginx_port=$(free_port)
 cat >"$work/nginx.conf" <<EOF
 daemon off;

@@ -343,6 +343,12 @@ impl Catalog {
         })
     }
 
+    /// Whether short reads (a few metadata queries, a small blob) are local work of microseconds: SQLite and
+    /// the blob folder, not stores across the network.
+    pub fn quick_reads(&self) -> bool {
+        self.meta.local_reads() && self.blobs.is_local()
+    }
+
     /// Whether both stores answer now: the metadata store (one query) and the blob store. The first
     /// failure, with the store it came from.
     pub fn check(&self) -> Result<(), Unhealthy> {

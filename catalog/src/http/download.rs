@@ -238,13 +238,38 @@ pub async fn serve(
 
 /// `len` bytes of a blob from `start`, streamed.
 async fn body(catalog: &Arc<Catalog>, file: &Served, start: u64, len: u64) -> Result<Body, Problem> {
+    stream_blob(catalog, file.path.clone(), &file.digest, start, len).await.map_err(|e| match e {
+        StreamError::Missing => Problem::from(&CatalogError::not_found(format!("blob {}", file.digest))),
+        StreamError::Failed(message) => Problem::new(500, "Internal error", message),
+    })
+}
+
+/// Why a blob could not be streamed.
+#[derive(Debug)]
+pub(crate) enum StreamError {
+    /// The blob is not stored.
+    Missing,
+    /// Reading it failed (what, where).
+    Failed(String),
+}
+
+/// `len` bytes from `start` of the blob `digest`, streamed in 1 MiB chunks: from the file `path` (an
+/// extracted boot file) or the blob store's local file, else read from the store on a blocking thread.
+/// What the downloads and the registry's blob GETs serve.
+pub(crate) async fn stream_blob(
+    catalog: &Arc<Catalog>,
+    path: Option<std::path::PathBuf>,
+    digest: &str,
+    start: u64,
+    len: u64,
+) -> Result<Body, StreamError> {
     use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
-    let digest = file.digest.as_str();
-    let missing = || Problem::from(&CatalogError::not_found(format!("blob {digest}")));
-    if let Some(path) = file.path.clone().or_else(|| catalog.blobs().local_path(digest)) {
-        let mut f = tokio::fs::File::open(&path).await.map_err(|_| missing())?;
+    if let Some(path) = path.or_else(|| catalog.blobs().local_path(digest)) {
+        let mut f = tokio::fs::File::open(&path).await.map_err(|_| StreamError::Missing)?;
         if start > 0 {
-            f.seek(std::io::SeekFrom::Start(start)).await.map_err(|e| io_problem(&path, &e))?;
+            f.seek(std::io::SeekFrom::Start(start))
+                .await
+                .map_err(|e| StreamError::Failed(format!("{}: {e}", path.display())))?;
         }
         return Ok(Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f.take(len), CHUNK)));
     }
@@ -254,8 +279,11 @@ async fn body(catalog: &Arc<Catalog>, file: &Served, start: u64, len: u64) -> Re
         let d = digest.to_owned();
         tokio::task::spawn_blocking(move || c.blobs().open(&d))
             .await
-            .map_err(|e| Problem::new(500, "Internal error", e.to_string()))?
-            .map_err(|e| Problem::from(&CatalogError::from(e)))?
+            .map_err(|e| StreamError::Failed(e.to_string()))?
+            .map_err(|e| match e {
+                crate::store::StoreError::BlobMissing { .. } => StreamError::Missing,
+                e => StreamError::Failed(crate::http::problem::chain(&e)),
+            })?
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
     tokio::task::spawn_blocking(move || {
@@ -287,10 +315,6 @@ async fn body(catalog: &Arc<Catalog>, file: &Served, start: u64, len: u64) -> Re
     let stream =
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
     Ok(Body::from_stream(stream))
-}
-
-fn io_problem(path: &std::path::Path, e: &std::io::Error) -> Problem {
-    Problem::new(500, "Internal error", format!("{}: {e}", path.display()))
 }
 
 #[cfg(test)]

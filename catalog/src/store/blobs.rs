@@ -178,6 +178,10 @@ fn hash_file(alg: Algorithm, f: &mut std::fs::File) -> std::io::Result<String> {
 }
 
 impl BlobStore for FsBlobs {
+    fn is_local(&self) -> bool {
+        true
+    }
+
     fn check(&self) -> Result<(), StoreError> {
         let m = std::fs::metadata(&self.root).map_err(io(&self.root))?;
         if m.is_dir() {

@@ -206,6 +206,12 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     fn families(&self) -> Result<Vec<FamilySummary>, StoreError>;
     /// The family's revision, bumped by every change to it; `None` when there is no such family.
     fn family_revision(&self, name: &str) -> Result<Option<u64>, StoreError>;
+    /// Whether reads are queries of a local file that take microseconds (SQLite), which callers may run on
+    /// an async thread rather than pay for a handoff to a blocking thread and back; not a database across
+    /// the network.
+    fn local_reads(&self) -> bool {
+        false
+    }
     fn family(&self, name: &str) -> Result<Option<FamilyState>, StoreError>;
     fn notes(&self, family: &str, version: &semver::Version) -> Result<Option<ReleaseNotes>, StoreError>;
     fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError>;
@@ -258,9 +264,13 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
     fn put_file(&self, digest: &str, path: &Path) -> Result<u64, StoreError>;
     /// Read a blob.
     fn open(&self, digest: &str) -> Result<Box<dyn ReadSeek>, StoreError>;
-    /// The blob's local path, when the store is a local folder (served with sendfile, linked into a
+    /// The blob's local path, when the store is a local folder (streamed from the file, linked into a
     /// verification folder).
     fn local_path(&self, digest: &str) -> Option<PathBuf>;
+    /// Whether blobs are local files ([`BlobStore::local_path`] answers).
+    fn is_local(&self) -> bool {
+        false
+    }
     fn list(&self) -> Result<Vec<StoredBlob>, StoreError>;
     fn delete(&self, digest: &str) -> Result<(), StoreError>;
     /// Remove unfinished uploads older than `older_than`; how many.

@@ -513,6 +513,10 @@ fn manifest_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RegistryManifest
 }
 
 impl MetaStore for SqliteStore {
+    fn local_reads(&self) -> bool {
+        true
+    }
+
     fn families(&self) -> Result<Vec<FamilySummary>, StoreError> {
         self.read(|c| {
             let names = {
