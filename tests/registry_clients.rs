@@ -13,7 +13,7 @@ use kiln_blueprint::manifest::{sha256_file, Artifact, ArtifactKind, Manifest};
 use serde_json::{json, Value};
 
 mod common;
-use common::{kiln_ok, s, serve, work};
+use common::{kiln_ok, s, serve, succeeded, work};
 
 const PASSWORD: &str = "registry-clients-test";
 
@@ -22,14 +22,7 @@ fn run(program: &str, args: &[&str]) -> Output {
     let o = Command::new(program).args(args).output().unwrap_or_else(|e| {
         panic!("{program} could not run ({e}): scripts/lib.sh installs skopeo, umoci and podman")
     });
-    assert!(
-        o.status.success(),
-        "{program} {}: {}\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
+    succeeded(program, args, o)
 }
 
 fn kiln(args: &[&str]) -> Output {

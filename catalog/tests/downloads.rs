@@ -20,19 +20,7 @@ fn call(s: &Server, method: &str, path: &str, headers: &[(&str, &str)]) -> Answe
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = agent.run(req.body(()).unwrap()).unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-    let status = resp.status().as_u16();
-    let headers = resp
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-        .collect();
-    let body = if method == "HEAD" {
-        Vec::new()
-    } else {
-        resp.into_body().with_config().limit(1 << 30).read_to_vec().unwrap()
-    };
-    Answer { status, headers, body }
+    Answer::read(method, agent.run(req.body(()).unwrap()).unwrap_or_else(|e| panic!("{method} {path}: {e}")))
 }
 
 fn get(s: &Server, path: &str, headers: &[(&str, &str)]) -> Answer {

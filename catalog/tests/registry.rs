@@ -10,35 +10,7 @@ use std::path::Path;
 use kiln_blueprint::manifest::{Artifact, ArtifactKind, Manifest};
 use kiln_catalog::http::ServeOptions;
 use serde_json::{json, Value};
-use support::{sha256, Bundle, BundleSpec, Bundles, Server};
-
-/// An HTTP answer.
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("not JSON ({e}): {} {}", self.status, String::from_utf8_lossy(&self.body))
-        })
-    }
-
-    /// The spec's error body with this status: its first error's code.
-    fn error(&self, status: u16) -> String {
-        assert_eq!(self.status, status, "{}", String::from_utf8_lossy(&self.body));
-        let v = self.json();
-        let e = &v["errors"][0];
-        assert!(e["message"].is_string(), "{v}");
-        e["code"].as_str().unwrap_or_else(|| panic!("no code: {v}")).to_owned()
-    }
-}
+use support::{sha256, Answer, Bundle, BundleSpec, Bundles, Server};
 
 /// Raw HTTP with any headers.
 struct Client {
@@ -67,7 +39,7 @@ impl Client {
         Self::new(server, Some(format!("Basic {b}")))
     }
 
-    fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
         let url = if path.starts_with("http") { path.to_owned() } else { format!("{}{path}", self.base) };
         let mut req = ureq::http::Request::builder().method(method).uri(url);
         if let Some(a) = &self.auth {
@@ -80,21 +52,10 @@ impl Client {
             .agent
             .run(req.body(body.to_vec()).unwrap())
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = resp.status().as_u16();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-            .collect();
-        let body = if method == "HEAD" {
-            Vec::new()
-        } else {
-            resp.into_body().with_config().limit(1 << 30).read_to_vec().unwrap()
-        };
-        Reply { status, headers, body }
+        Answer::read(method, resp)
     }
 
-    fn get(&self, path: &str) -> Reply {
+    fn get(&self, path: &str) -> Answer {
         self.send("GET", path, &[], b"")
     }
 
@@ -107,7 +68,7 @@ impl Client {
         d
     }
 
-    fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, doc: &Value) -> Reply {
+    fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, doc: &Value) -> Answer {
         let bytes = serde_json::to_vec(doc).unwrap();
         self.send(
             "PUT",
@@ -182,7 +143,7 @@ fn any_repository_is_pushed_and_pulled() {
     );
     assert_eq!((r.status, r.header("range")), (202, Some("0-4")));
     let r = c.send("PATCH", &session, &[("Content-Range", "10-14")], b"later");
-    assert_eq!(r.error(416), "BLOB_UPLOAD_INVALID");
+    assert_eq!(r.registry_error(416), "BLOB_UPLOAD_INVALID");
     assert_eq!(r.header("range"), Some("0-4"));
     let r = c.get(&session);
     assert_eq!((r.status, r.header("range")), (204, Some("0-4")));
@@ -194,18 +155,18 @@ fn any_repository_is_pushed_and_pulled() {
     assert_eq!(r.status, 201);
     assert_eq!(r.header("docker-content-digest"), Some(wd.as_str()));
     assert_eq!(c.get(&format!("/v2/{repo}/blobs/{wd}")).body, whole);
-    assert_eq!(c.get(&session).error(404), "BLOB_UPLOAD_UNKNOWN");
+    assert_eq!(c.get(&session).registry_error(404), "BLOB_UPLOAD_UNKNOWN");
     // A session finished under the wrong digest stores nothing.
     let r = c.send("POST", &format!("/v2/{repo}/blobs/uploads/"), &[], b"");
     let other = r.header("location").unwrap().to_owned();
     let r = c.send("PUT", &format!("{other}?digest={}", sha256(b"not this")), &[], b"this");
-    assert_eq!(r.error(400), "DIGEST_INVALID");
-    assert_eq!(c.get(&format!("/v2/{repo}/blobs/{}", sha256(b"this"))).error(404), "BLOB_UNKNOWN");
+    assert_eq!(r.registry_error(400), "DIGEST_INVALID");
+    assert_eq!(c.get(&format!("/v2/{repo}/blobs/{}", sha256(b"this"))).registry_error(404), "BLOB_UNKNOWN");
     // Cancelled.
     let r = c.send("POST", &format!("/v2/{repo}/blobs/uploads/"), &[], b"");
     let cancelled = r.header("location").unwrap().to_owned();
     assert_eq!(c.send("DELETE", &cancelled, &[], b"").status, 204);
-    assert_eq!(c.get(&cancelled).error(404), "BLOB_UPLOAD_UNKNOWN");
+    assert_eq!(c.get(&cancelled).registry_error(404), "BLOB_UPLOAD_UNKNOWN");
 
     // sha512.
     use sha2::Digest as _;
@@ -233,11 +194,11 @@ fn any_repository_is_pushed_and_pulled() {
     let mut missing = m.clone();
     missing["layers"][0]["digest"] = sha256(b"never pushed").into();
     let r = c.put_manifest(repo, "broken", MANIFEST, &missing);
-    assert_eq!(r.error(400), "MANIFEST_BLOB_UNKNOWN");
+    assert_eq!(r.registry_error(400), "MANIFEST_BLOB_UNKNOWN");
     let r = c.put_manifest(repo, &sha256(b"other"), MANIFEST, &m);
-    assert_eq!(r.error(400), "DIGEST_INVALID");
-    assert_eq!(c.get(&format!("/v2/{repo}/manifests/nope")).error(404), "MANIFEST_UNKNOWN");
-    assert_eq!(c.get("/v2/Bad/manifests/v1").error(400), "NAME_INVALID");
+    assert_eq!(r.registry_error(400), "DIGEST_INVALID");
+    assert_eq!(c.get(&format!("/v2/{repo}/manifests/nope")).registry_error(404), "MANIFEST_UNKNOWN");
+    assert_eq!(c.get("/v2/Bad/manifests/v1").registry_error(400), "NAME_INVALID");
     // A sha512 manifest, pushed by its digest.
     let bytes = serde_json::to_vec(&m).unwrap();
     let m512 = format!("sha512:{}", hex::encode(sha2::Sha512::digest(&bytes)));
@@ -274,7 +235,7 @@ fn any_repository_is_pushed_and_pulled() {
     }
     assert_eq!(seen, ["v1", "v2", "v3", "v4", "v5"]);
     assert_eq!(c.get(&format!("/v2/{repo}/tags/list?last=v3")).json()["tags"], json!(["v4", "v5"]));
-    assert_eq!(c.get("/v2/never/pushed/tags/list").error(404), "NAME_UNKNOWN");
+    assert_eq!(c.get("/v2/never/pushed/tags/list").registry_error(404), "NAME_UNKNOWN");
 
     // Referrers: two artifacts about the image, filtered by artifact type.
     let empty = c.push_blob(repo, b"{}");
@@ -318,19 +279,19 @@ fn any_repository_is_pushed_and_pulled() {
 
     // Deletes: a tag, a manifest (its tags go with it), a blob.
     assert_eq!(c.send("DELETE", &format!("/v2/{repo}/manifests/v5"), &[], b"").status, 202);
-    assert_eq!(c.get(&format!("/v2/{repo}/manifests/v5")).error(404), "MANIFEST_UNKNOWN");
+    assert_eq!(c.get(&format!("/v2/{repo}/manifests/v5")).registry_error(404), "MANIFEST_UNKNOWN");
     assert_eq!(c.get(&format!("/v2/{repo}/manifests/v4")).status, 200);
     assert_eq!(c.send("DELETE", &format!("/v2/{repo}/manifests/{md}"), &[], b"").status, 202);
-    assert_eq!(c.get(&format!("/v2/{repo}/manifests/v4")).error(404), "MANIFEST_UNKNOWN");
+    assert_eq!(c.get(&format!("/v2/{repo}/manifests/v4")).registry_error(404), "MANIFEST_UNKNOWN");
     assert_eq!(c.get(&format!("/v2/{repo}/tags/list")).json()["tags"], json!([]));
     assert_eq!(
-        c.send("DELETE", &format!("/v2/{repo}/manifests/{md}"), &[], b"").error(404),
+        c.send("DELETE", &format!("/v2/{repo}/manifests/{md}"), &[], b"").registry_error(404),
         "MANIFEST_UNKNOWN"
     );
     assert_eq!(c.send("DELETE", &format!("/v2/{repo}/blobs/{d}"), &[], b"").status, 202);
     assert_eq!(c.send("HEAD", &format!("/v2/{repo}/blobs/{d}"), &[], b"").status, 404);
     let r = c.send("POST", &format!("/v2/{repo}/manifests/x"), &[], b"");
-    assert_eq!(r.error(405), "UNSUPPORTED");
+    assert_eq!(r.registry_error(405), "UNSUPPORTED");
     assert_eq!(r.header("allow"), Some("GET, HEAD, PUT, DELETE"));
 
     // Garbage collection keeps what manifests refer to and drops what nothing refers to any more.
@@ -349,7 +310,7 @@ fn any_repository_is_pushed_and_pulled() {
     std::thread::sleep(std::time::Duration::from_millis(20));
     s.catalog.gc(std::time::Duration::ZERO).unwrap();
     // An upload older than the grace period is swept with its bytes.
-    assert_eq!(c.get(&abandoned).error(404), "BLOB_UPLOAD_UNKNOWN");
+    assert_eq!(c.get(&abandoned).registry_error(404), "BLOB_UPLOAD_UNKNOWN");
     let r = c.get("/v2/kept/manifests/v1");
     assert_eq!(r.status, 200);
     assert_eq!(c.get(&format!("/v2/kept/blobs/{}", sha256(b"kept layer"))).body, b"kept layer");
@@ -364,15 +325,15 @@ fn credentials_come_as_registry_clients_give_them() {
 
     // The ping challenges with the token flow.
     let r = anonymous.get("/v2/");
-    assert_eq!(r.error(401), "UNAUTHORIZED");
+    assert_eq!(r.registry_error(401), "UNAUTHORIZED");
     let challenge = r.header("www-authenticate").unwrap();
     assert_eq!(challenge, format!("Bearer realm=\"{}/v2/token\",service=\"kiln\"", s.url));
     // A push without credentials names its scope.
     let r = anonymous.send("POST", "/v2/team/app/blobs/uploads/", &[], b"");
-    assert_eq!(r.error(401), "UNAUTHORIZED");
+    assert_eq!(r.registry_error(401), "UNAUTHORIZED");
     assert!(r.header("www-authenticate").unwrap().ends_with(",scope=\"repository:team/app:push,pull\""));
     // Public reads: pulls need nothing.
-    assert_eq!(anonymous.get("/v2/team/app/tags/list").error(404), "NAME_UNKNOWN");
+    assert_eq!(anonymous.get("/v2/team/app/tags/list").registry_error(404), "NAME_UNKNOWN");
 
     // The token flow: Basic credentials (any user, the catalog token as password) for a bearer token.
     let basic = Client::basic(&s, "anyone", &token);
@@ -392,7 +353,7 @@ fn credentials_come_as_registry_clients_give_them() {
     assert_eq!(r.status, 401);
     let reader = Client::bearer(&s, &s.token("reader", &["read"]));
     let r = reader.send("POST", "/v2/team/app/blobs/uploads/", &[], b"");
-    assert_eq!(r.error(403), "DENIED");
+    assert_eq!(r.registry_error(403), "DENIED");
     assert!(r.json()["errors"][0]["message"].as_str().unwrap().contains("`publish` scope"));
     // Without credentials the token endpoint hands out the anonymous token: reads only.
     let r = anonymous.get("/v2/token?service=kiln&scope=repository:team/app:pull");
@@ -400,7 +361,10 @@ fn credentials_come_as_registry_clients_give_them() {
     let anon = Client::bearer(&s, "anonymous");
     assert_eq!(anon.get("/v2/").status, 200);
     assert_eq!(anon.get("/v2/team/app/tags/list").status, 200);
-    assert_eq!(anon.send("POST", "/v2/team/app/blobs/uploads/", &[], b"").error(401), "UNAUTHORIZED");
+    assert_eq!(
+        anon.send("POST", "/v2/team/app/blobs/uploads/", &[], b"").registry_error(401),
+        "UNAUTHORIZED"
+    );
 
     // Private reads: pulls need a token too, and there is no anonymous token.
     let private = Server::start(
@@ -409,7 +373,7 @@ fn credentials_come_as_registry_clients_give_them() {
     );
     let anonymous = Client::new(&private, None);
     let r = anonymous.get("/v2/team/app/tags/list");
-    assert_eq!(r.error(401), "UNAUTHORIZED");
+    assert_eq!(r.registry_error(401), "UNAUTHORIZED");
     assert!(r.header("www-authenticate").unwrap().ends_with(",scope=\"repository:team/app:pull\""));
     let r = anonymous.get("/v2/token?service=kiln");
     assert_eq!(r.status, 401);
@@ -418,7 +382,7 @@ fn credentials_come_as_registry_clients_give_them() {
     pusher.push_blob("team/app", b"private");
     assert_eq!(pusher.get("/v2/team/app/tags/list").status, 200);
     let other = Client::bearer(&private, &private.token("promoter", &["promote"]));
-    assert_eq!(other.get("/v2/team/app/tags/list").error(403), "DENIED");
+    assert_eq!(other.get("/v2/team/app/tags/list").registry_error(403), "DENIED");
 }
 
 /// A bundle whose output has an OCI layout (one image, its config and a layer) next to the fixture
@@ -524,8 +488,8 @@ fn a_published_family_is_pulled_by_version_channel_and_digest_under_its_lifecycl
     // A family's repository is the catalog's: pushes are refused.
     let pusher = Client::bearer(&s, &s.admin_token);
     let r = pusher.send("POST", "/v2/web/blobs/uploads/", &[], b"");
-    assert_eq!(r.error(403), "DENIED");
-    assert_eq!(pusher.send("DELETE", "/v2/web/manifests/1.0.0", &[], b"").error(403), "DENIED");
+    assert_eq!(r.registry_error(403), "DENIED");
+    assert_eq!(pusher.send("DELETE", "/v2/web/manifests/1.0.0", &[], b"").registry_error(403), "DENIED");
 
     // Channels are tags.
     let t = s.admin_token.clone();
@@ -553,7 +517,7 @@ fn a_published_family_is_pulled_by_version_channel_and_digest_under_its_lifecycl
     // End of life: refused by tag, and by digest unless the override is given.
     lifecycle(json!({"end_of_life_on": "2021-01-01"}));
     let r = c.get("/v2/web/manifests/1.0.0");
-    assert_eq!(r.error(410), "DENIED");
+    assert_eq!(r.registry_error(410), "DENIED");
     let e = &r.json()["errors"][0];
     assert!(e["message"].as_str().unwrap().contains("end of life on 2021-01-01"), "{e}");
     assert_eq!(e["detail"]["state"], "end-of-life");
@@ -571,7 +535,7 @@ fn a_published_family_is_pulled_by_version_channel_and_digest_under_its_lifecycl
     // Revoked: the same, with the reason.
     lifecycle(json!({"end_of_life_on": null, "deprecated_on": null, "revoke": "CVE-2099-0001"}));
     let r = c.get(&format!("/v2/web/manifests/{image_digest}"));
-    assert_eq!(r.error(410), "DENIED");
+    assert_eq!(r.registry_error(410), "DENIED");
     assert!(r.json()["errors"][0]["message"].as_str().unwrap().contains("CVE-2099-0001"));
 
     // Garbage collection keeps every blob of the published image.

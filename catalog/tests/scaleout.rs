@@ -32,7 +32,7 @@ use kiln_catalog::{
     Catalog, CatalogError,
 };
 use serde_json::{json, Value};
-use support::{sha256, Bundle, BundleSpec, Bundles, Http, Server};
+use support::{sha256, Answer, Bundle, BundleSpec, Bundles, Http, Server};
 
 // ---------------------------------------------------------------------------------------------------------
 // The services
@@ -834,18 +834,8 @@ fn call(
         req = req.header(*k, v);
     }
     let resp = agent.run(req.body(body).unwrap()).unwrap_or_else(|e| panic!("{method} {base}{path}: {e}"));
-    let status = resp.status().as_u16();
-    let headers = resp
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-        .collect();
-    let body = if method == "HEAD" {
-        Vec::new()
-    } else {
-        resp.into_body().with_config().limit(1 << 30).read_to_vec().unwrap()
-    };
-    (status, headers, body)
+    let a = Answer::read(method, resp);
+    (a.status, a.headers, a.body)
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {

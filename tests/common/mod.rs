@@ -71,10 +71,14 @@ pub fn kiln_with(password: &str, args: &[&str]) -> Output {
 
 /// [`kiln_with`], which must succeed (else the test fails with kiln's output).
 pub fn kiln_ok(password: &str, args: &[&str]) -> Output {
-    let o = kiln_with(password, args);
+    succeeded("kiln", args, kiln_with(password, args))
+}
+
+/// `o`, the output of `program args`, which must have succeeded (else the test fails with what it printed).
+pub fn succeeded(program: &str, args: &[&str], o: Output) -> Output {
     assert!(
         o.status.success(),
-        "kiln {}: {}\n{}",
+        "{program} {}: {}\n{}",
         args.join(" "),
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)

@@ -613,6 +613,31 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// Read the answer to a `method` request (a HEAD's body is not read).
+    pub fn read(method: &str, resp: ureq::http::Response<ureq::Body>) -> Self {
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        let body = if method == "HEAD" {
+            Vec::new()
+        } else {
+            resp.into_body().with_config().limit(1 << 30).read_to_vec().unwrap()
+        };
+        Self { status, headers, body }
+    }
+
+    /// The OCI distribution spec's error body with this status: its first error's code.
+    pub fn registry_error(&self, status: u16) -> String {
+        assert_eq!(self.status, status, "{}", self.text());
+        let v = self.json();
+        let e = &v["errors"][0];
+        assert!(e["message"].is_string(), "{v}");
+        e["code"].as_str().unwrap_or_else(|| panic!("no code: {v}")).to_owned()
+    }
+
     /// The value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
@@ -676,21 +701,15 @@ impl Http {
                 let req = req.header("Content-Type", content_type).body(bytes).unwrap();
                 self.agent.run(req)
             }
+            // A request without a body that could have one says so (`Content-Length: 0`): sent as an empty
+            // chunked body instead, a server that answers without reading it closes the connection, and the
+            // next request on it fails.
+            None if !matches!(method, "GET" | "HEAD" | "DELETE") => {
+                self.agent.run(req.body(Vec::new()).unwrap())
+            }
             None => self.agent.run(req.body(()).unwrap()),
         };
-        let resp = result.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = resp.status().as_u16();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-            .collect();
-        let body = if method == "HEAD" {
-            Vec::new()
-        } else {
-            resp.into_body().with_config().limit(1 << 30).read_to_vec().unwrap()
-        };
-        Answer { status, headers, body }
+        Answer::read(method, result.unwrap_or_else(|e| panic!("{method} {path}: {e}")))
     }
 
     pub fn get(&self, path: &str, token: Option<&str>) -> Answer {
