@@ -4,8 +4,10 @@
 //! - [`model`]: the one [`Blueprint`] model both forms parse into.
 //! - [`toml_form`]: the declarative, kickstart-like `blueprint.toml`.
 //! - [`kilnfile`]: the imperative, Dockerfile-like `Kilnfile`.
+//! - [`tomlread`]: span-aware TOML reading with located problems, shared by [`toml_form`] and the
+//!   contract parser (`kiln-contract`).
 //! - [`diag`]: located, multi-problem errors (`file:line:col`, source line and caret).
-//! - [`load`]: finding and reading a blueprint from a file or folder (the only I/O here besides the plan's
+//! - [`load`](mod@load): finding and reading a blueprint from a file or folder (the only I/O here besides the plan's
 //!   reading of source files through its `Sources` trait).
 //! - [`plan`]: the normalized build plan with chained step digests.
 //! - [`manifest`]: `manifest.json` of a build output (schema `kiln.manifest/v1`).
@@ -17,6 +19,7 @@ pub mod manifest;
 pub mod model;
 pub mod plan;
 pub mod toml_form;
+pub mod tomlread;
 
 pub use diag::{BlueprintError, Diag, SourceFile};
 pub use load::{load, LoadError};

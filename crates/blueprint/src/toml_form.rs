@@ -12,7 +12,7 @@ use std::{
     sync::Arc,
 };
 
-use toml::de::{DeInteger, DeTable, DeValue};
+use toml::de::{DeTable, DeValue};
 
 use crate::{
     diag::{Diag, SourceFile},
@@ -23,11 +23,9 @@ use crate::{
         Partition, PartitionRole, Password, RootFs, RunStep, Services, Span, Spanned, Step, System, User,
         Variant,
     },
+    tomlread::{join, Cx, Entry, Fields},
     BlueprintError,
 };
-
-/// A value of the parsed document with its span.
-type Item<'i> = toml::Spanned<DeValue<'i>>;
 
 /// Smallest EFI system partition: FAT32 needs at least 65525 clusters, about 32 MiB.
 const MIN_ESP_SIZE: u64 = 32 * 1024 * 1024;
@@ -46,9 +44,9 @@ pub fn parse(file: Arc<SourceFile>, dir: PathBuf, vars: &Vars) -> Result<Bluepri
             .collect();
         return Err(BlueprintError::new(file, diags));
     }
-    let mut cx = Cx { file: &file, diags: Vec::new() };
+    let mut cx = Cx::new(&file);
     let parts = cx.blueprint(root.get_ref(), vars);
-    let mut diags = cx.diags;
+    let mut diags = cx.into_diags();
     diags.sort_by_key(|d| (d.span.start, d.span.end));
     match parts {
         Some(p) if diags.is_empty() => Ok(Blueprint {
@@ -104,250 +102,14 @@ struct Parts {
     steps: Vec<Spanned<Step>>,
 }
 
-/// `prefix.key`, with the key quoted when it is not a bare TOML key.
-fn join(prefix: &str, key: &str) -> String {
-    let bare = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    let key = if bare { key.to_owned() } else { format!("{key:?}") };
-    if prefix.is_empty() {
-        key
-    } else {
-        format!("{prefix}.{key}")
-    }
-}
-
-/// "a string", "an integer", ...: the type of a value as messages name it.
-fn type_name(v: &DeValue<'_>) -> &'static str {
-    match v {
-        DeValue::String(_) => "a string",
-        DeValue::Integer(_) => "an integer",
-        DeValue::Float(_) => "a float",
-        DeValue::Boolean(_) => "a boolean",
-        DeValue::Datetime(_) => "a date-time",
-        DeValue::Array(_) => "an array",
-        DeValue::Table(_) => "a table",
-    }
-}
-
-/// A key's value with its path (for messages) and the key's span (for conflicts and unknown keys).
-#[derive(Clone)]
-struct Entry<'t, 'i> {
-    path: String,
-    key_span: Span,
-    value: &'t Item<'i>,
-}
-
-impl Entry<'_, '_> {
-    fn span(&self) -> Span {
-        self.value.span()
-    }
-}
-
-/// The keys of one table, read one by one; [`Fields::finish`] reports the keys nobody asked for.
-struct Fields<'t, 'i> {
-    path: String,
-    span: Span,
-    table: &'t DeTable<'i>,
-    known: Vec<&'static str>,
-}
-
-impl<'t, 'i> Fields<'t, 'i> {
-    fn new(path: impl Into<String>, span: Span, table: &'t DeTable<'i>) -> Self {
-        Self { path: path.into(), span, table, known: Vec::new() }
-    }
-
-    fn path_of(&self, key: &str) -> String {
-        join(&self.path, key)
-    }
-
-    /// The entry of `key`, if given; marks `key` as known.
-    fn get(&mut self, key: &'static str) -> Option<Entry<'t, 'i>> {
-        self.known.push(key);
-        let (k, v) = self.table.get_key_value(key)?;
-        Some(Entry { path: self.path_of(key), key_span: k.span(), value: v })
-    }
-
-    /// The entry of a required `key`; reports it missing at the table.
-    fn required(&mut self, cx: &mut Cx<'_>, key: &'static str) -> Option<Entry<'t, 'i>> {
-        let e = self.get(key);
-        if e.is_none() {
-            cx.push(Diag::new(self.span.clone(), format!("missing required key `{}`", self.path_of(key))));
-        }
-        e
-    }
-
-    fn str(&mut self, cx: &mut Cx<'_>, key: &'static str) -> Option<Spanned<String>> {
-        self.get(key).and_then(|e| cx.string(&e))
-    }
-
-    fn bool(&mut self, cx: &mut Cx<'_>, key: &'static str) -> Option<Spanned<bool>> {
-        self.get(key).and_then(|e| cx.boolean(&e))
-    }
-
-    fn u32(&mut self, cx: &mut Cx<'_>, key: &'static str) -> Option<u32> {
-        self.get(key).and_then(|e| cx.u32(&e))
-    }
-
-    fn strings(&mut self, cx: &mut Cx<'_>, key: &'static str) -> Option<Vec<Spanned<String>>> {
-        self.get(key).and_then(|e| cx.strings(&e))
-    }
-
-    /// A string checked by `check`, whose error message gets the key path in front.
-    fn checked<T>(
-        &mut self,
-        cx: &mut Cx<'_>,
-        key: &'static str,
-        check: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Option<T> {
-        let e = self.get(key)?;
-        let s = cx.string(&e)?;
-        cx.check(&e.path, &s, check)
-    }
-
-    /// Report every key of the table that was not asked for.
-    fn finish(&self, cx: &mut Cx<'_>) {
-        for (k, _) in self.table.iter() {
-            if !self.known.contains(&k.get_ref().as_ref()) {
-                cx.push(
-                    Diag::new(k.span(), format!("unknown key `{}`", self.path_of(k.get_ref())))
-                        .with_label("unknown key")
-                        .with_help(format!("expected one of: {}", self.known.join(", "))),
-                );
-            }
-        }
-    }
-}
-
-/// The parse: the source (for line numbers in hints) and the problems found so far.
-struct Cx<'f> {
-    file: &'f SourceFile,
-    diags: Vec<Diag>,
-}
-
+/// The blueprint's own readers, on top of the shared ones of [`crate::tomlread`].
 impl Cx<'_> {
-    fn push(&mut self, d: Diag) {
-        self.diags.push(d);
-    }
-
-    fn error(&mut self, span: Span, msg: String) {
-        self.diags.push(Diag::new(span, msg));
-    }
-
-    fn line(&self, span: &Span) -> usize {
-        self.file.line_col(span.start).0
-    }
-
-    fn type_error(&mut self, path: &str, expected: &str, v: &Item<'_>) {
-        self.push(
-            Diag::new(v.span(), format!("`{path}`: expected {expected}, found {}", type_name(v.get_ref())))
-                .with_label("wrong type"),
-        );
-    }
-
-    /// Run `check` on a string value; on error, report its message after the key path.
-    fn check<T>(
-        &mut self,
-        path: &str,
-        s: &Spanned<String>,
-        check: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Option<T> {
-        match check(&s.value) {
-            Ok(v) => Some(v),
-            Err(msg) => {
-                self.error(s.span.clone(), format!("`{path}`: {msg}"));
-                None
-            }
-        }
-    }
-
     /// Report `msg` with a `help` unless `ok`.
     fn require(&mut self, ok: bool, path: &str, s: &Spanned<String>, msg: &str, help: &str) -> bool {
         if !ok {
             self.push(Diag::new(s.span.clone(), format!("`{path}`: `{}` {msg}", s.value)).with_help(help));
         }
         ok
-    }
-
-    fn string(&mut self, e: &Entry<'_, '_>) -> Option<Spanned<String>> {
-        match e.value.get_ref() {
-            DeValue::String(s) => Some(Spanned::new(s.to_string(), e.span())),
-            _ => {
-                self.type_error(&e.path, "a string", e.value);
-                None
-            }
-        }
-    }
-
-    fn boolean(&mut self, e: &Entry<'_, '_>) -> Option<Spanned<bool>> {
-        match e.value.get_ref() {
-            DeValue::Boolean(b) => Some(Spanned::new(*b, e.span())),
-            _ => {
-                self.type_error(&e.path, "a boolean", e.value);
-                None
-            }
-        }
-    }
-
-    /// An integer value in `min..=max`.
-    fn int_in(&mut self, path: &str, span: Span, i: &DeInteger<'_>, min: i128, max: i128) -> Option<i128> {
-        match i128::from_str_radix(i.as_str(), i.radix()) {
-            Ok(n) if (min..=max).contains(&n) => Some(n),
-            _ => {
-                self.error(span, format!("`{path}`: {i} is out of range ({min} to {max})"));
-                None
-            }
-        }
-    }
-
-    fn u32(&mut self, e: &Entry<'_, '_>) -> Option<u32> {
-        match e.value.get_ref() {
-            DeValue::Integer(i) => {
-                self.int_in(&e.path, e.span(), i, 0, u32::MAX.into()).and_then(|n| u32::try_from(n).ok())
-            }
-            _ => {
-                self.type_error(&e.path, "a non-negative integer", e.value);
-                None
-            }
-        }
-    }
-
-    /// The elements of an array, each as an entry `path[i]`.
-    fn array<'t, 'i>(&mut self, e: &Entry<'t, 'i>, expected: &str) -> Option<Vec<Entry<'t, 'i>>> {
-        match e.value.get_ref() {
-            DeValue::Array(a) => Some(
-                a.iter()
-                    .enumerate()
-                    .map(|(i, v)| Entry { path: format!("{}[{i}]", e.path), key_span: v.span(), value: v })
-                    .collect(),
-            ),
-            _ => {
-                self.type_error(&e.path, expected, e.value);
-                None
-            }
-        }
-    }
-
-    /// An array of strings; `None` if it is not an array (elements of another type are reported and left
-    /// out).
-    fn strings(&mut self, e: &Entry<'_, '_>) -> Option<Vec<Spanned<String>>> {
-        let items = self.array(e, "an array of strings")?;
-        Some(items.iter().filter_map(|item| self.string(item)).collect())
-    }
-
-    /// A table value as [`Fields`].
-    fn table<'t, 'i>(&mut self, e: &Entry<'t, 'i>) -> Option<Fields<'t, 'i>> {
-        match e.value.get_ref() {
-            DeValue::Table(t) => Some(Fields::new(e.path.clone(), e.span(), t)),
-            _ => {
-                self.type_error(&e.path, "a table", e.value);
-                None
-            }
-        }
-    }
-
-    /// An array of tables (`[[key]]` or `key = [{...}]`), each as [`Fields`] named `key[i]`.
-    fn tables<'t, 'i>(&mut self, e: &Entry<'t, 'i>) -> Vec<Fields<'t, 'i>> {
-        let items = self.array(e, "an array of tables").unwrap_or_default();
-        items.iter().filter_map(|item| self.table(item)).collect()
     }
 
     /// A table of strings (`{ KEY = "value" }`) with its keys checked by `key_ok`.
@@ -375,40 +137,6 @@ impl Cx<'_> {
             }
         }
         out
-    }
-
-    /// Report the second of two conflicting items.
-    fn conflict(&mut self, second: Span, msg: String, first: &Span, first_what: &str) {
-        let line = self.line(first);
-        self.push(
-            Diag::new(second, msg).with_label("conflict").with_help(format!("{first_what} on line {line}")),
-        );
-    }
-
-    /// Values of a list that must be unique by `key`; reports repeats. Returns the first spans by key.
-    fn unique<'a, T, K: std::hash::Hash + Eq>(
-        &mut self,
-        path: &str,
-        items: impl IntoIterator<Item = (&'a Span, T)>,
-        key: impl Fn(&T) -> K,
-        describe: impl Fn(&T) -> String,
-    ) -> HashMap<K, Span> {
-        let mut seen: HashMap<K, Span> = HashMap::new();
-        for (span, item) in items {
-            let k = key(&item);
-            if let Some(first) = seen.get(&k) {
-                let first = first.clone();
-                self.conflict(
-                    span.clone(),
-                    format!("`{path}`: {} is listed twice", describe(&item)),
-                    &first,
-                    "first",
-                );
-            } else {
-                seen.insert(k, span.clone());
-            }
-        }
-        seen
     }
 
     // ---------------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 //! images by.
 //!
 //! - [`model`]: contracts, requirements and the kinds of check they ask for.
-//! - [`parse`]: one `contracts/*.toml` file into a [`Contract`], every problem located (`file:line:col`).
+//! - [`parse`](mod@parse): one `contracts/*.toml` file into a [`Contract`], every problem located (`file:line:col`).
 //! - [`set`]: the contracts of a folder: unique versions, `extends` resolved (highest matching version),
 //!   effective requirements, which certified contract satisfies which request, runbook citations.
 

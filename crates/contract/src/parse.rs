@@ -1,14 +1,15 @@
 //! The `contracts/*.toml` parser: one contract file into the [`Contract`] model.
 //!
-//! The text is parsed with the `toml` crate into spanned values, then checked by hand, key by key, as
-//! `kiln_blueprint::toml_form` does for blueprints: every problem (unknown key, wrong type, bad value,
-//! conflicting keys, missing required key, repeated requirement id, regular expression or Debian version
-//! constraint that does not parse) becomes a [`Diag`] at the offending key or value, and the walk goes on,
-//! so one run reports all of them, each with its line and column. The format is documented in
-//! `runbook/contracts.md`.
+//! The text is parsed with the `toml` crate into spanned values, then checked by hand, key by key, with
+//! the span-aware reading `kiln_blueprint::toml_form` uses for blueprints (`kiln_blueprint::tomlread`):
+//! every problem (unknown key, wrong type, bad value, conflicting keys, missing required key, repeated
+//! requirement id, regular expression or Debian version constraint that does not parse) becomes a
+//! [`Diag`] at the offending key or value, and the walk goes on, so one run reports all of them, each
+//! with its line and column. The format is documented in `runbook/contracts.md`.
 
 use std::{
     collections::{BTreeMap, HashMap},
+    ops::{Deref, DerefMut},
     path::PathBuf,
     sync::Arc,
 };
@@ -16,18 +17,16 @@ use std::{
 use kiln_blueprint::{
     diag::{Diag, SourceFile},
     model::{syntax, ContractRef, Span, Spanned},
+    tomlread::{self, join, Entry, Fields},
     BlueprintError,
 };
 use kiln_debian::relation::{Constraint, Op};
-use toml::de::{DeInteger, DeTable, DeValue};
+use toml::de::{DeTable, DeValue};
 
 use crate::model::{
     Check, ConfigFormat, Contract, ContractId, FileKind, Match, PackageState, Protocol, Requirement,
     ServiceState, Severity,
 };
-
-/// A value of the parsed document with its span.
-type Item<'i> = toml::Spanned<DeValue<'i>>;
 
 /// The check kinds, as written in contract files (`kind = "..."`), in the order the documentation lists
 /// them.
@@ -89,9 +88,9 @@ pub(crate) fn parse_file(file: Arc<SourceFile>) -> Result<Parsed, Failed> {
             .collect();
         return Err(Failed { error: BlueprintError::new(file, diags), name: None });
     }
-    let mut cx = Cx { file: &file, diags: Vec::new() };
+    let mut cx = Cx(tomlread::Cx::new(&file));
     let parts = cx.contract(root.get_ref());
-    let mut diags = cx.diags;
+    let mut diags = cx.0.into_diags();
     diags.sort_by_key(|d| (d.span.start, d.span.end));
     match parts {
         Parts { name: Some(name), version: Some(version), description: Some(description), .. }
@@ -261,140 +260,6 @@ fn word(s: &str) -> Result<String, String> {
     }
 }
 
-/// `prefix.key`, with the key quoted when it is not a bare TOML key.
-fn join(prefix: &str, key: &str) -> String {
-    let bare = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    let key = if bare { key.to_owned() } else { format!("{key:?}") };
-    if prefix.is_empty() {
-        key
-    } else {
-        format!("{prefix}.{key}")
-    }
-}
-
-/// "a string", "an integer", ...: the type of a value as messages name it.
-fn type_name(v: &DeValue<'_>) -> &'static str {
-    match v {
-        DeValue::String(_) => "a string",
-        DeValue::Integer(_) => "an integer",
-        DeValue::Float(_) => "a float",
-        DeValue::Boolean(_) => "a boolean",
-        DeValue::Datetime(_) => "a date-time",
-        DeValue::Array(_) => "an array",
-        DeValue::Table(_) => "a table",
-    }
-}
-
-/// A key's value with its path (for messages) and the key's span (for conflicts and unknown keys).
-#[derive(Clone)]
-struct Entry<'t, 'i> {
-    path: String,
-    key_span: Span,
-    value: &'t Item<'i>,
-}
-
-impl Entry<'_, '_> {
-    fn span(&self) -> Span {
-        self.value.span()
-    }
-}
-
-/// The keys of one table, read one by one; [`Fields::finish`] reports the keys nobody asked for.
-struct Fields<'t, 'i> {
-    path: String,
-    span: Span,
-    table: &'t DeTable<'i>,
-    known: Vec<&'static str>,
-}
-
-impl<'t, 'i> Fields<'t, 'i> {
-    fn new(path: impl Into<String>, span: Span, table: &'t DeTable<'i>) -> Self {
-        Self { path: path.into(), span, table, known: Vec::new() }
-    }
-
-    fn path_of(&self, key: &str) -> String {
-        join(&self.path, key)
-    }
-
-    /// The entry of `key`, if given; marks `key` as known.
-    fn get(&mut self, key: &'static str) -> Option<Entry<'t, 'i>> {
-        self.known.push(key);
-        let (k, v) = self.table.get_key_value(key)?;
-        Some(Entry { path: self.path_of(key), key_span: k.span(), value: v })
-    }
-
-    /// The entry of a required `key`; reports it missing at the table.
-    fn required(&mut self, cx: &mut Cx<'_>, key: &'static str) -> Option<Entry<'t, 'i>> {
-        let e = self.get(key);
-        if e.is_none() {
-            cx.push(Diag::new(self.span.clone(), format!("missing required key `{}`", self.path_of(key))));
-        }
-        e
-    }
-
-    fn bool(&mut self, cx: &mut Cx<'_>, key: &'static str) -> Option<Spanned<bool>> {
-        self.get(key).and_then(|e| cx.boolean(&e))
-    }
-
-    /// A string checked by `check`, whose error message gets the key path in front.
-    fn checked<T>(
-        &mut self,
-        cx: &mut Cx<'_>,
-        key: &'static str,
-        check: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Option<T> {
-        let e = self.get(key)?;
-        cx.checked(&e, check)
-    }
-
-    /// A required string checked by `check`.
-    fn required_checked<T>(
-        &mut self,
-        cx: &mut Cx<'_>,
-        key: &'static str,
-        check: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Option<T> {
-        let e = self.required(cx, key)?;
-        cx.checked(&e, check)
-    }
-
-    /// An array of strings, each checked by `check`, repeats reported; `None` when not given.
-    fn checked_list(
-        &mut self,
-        cx: &mut Cx<'_>,
-        key: &'static str,
-        check: impl Fn(&str) -> Result<String, String>,
-    ) -> Option<Vec<Spanned<String>>> {
-        let e = self.get(key)?;
-        let items = cx.strings(&e)?;
-        let list: Vec<_> = items
-            .into_iter()
-            .filter_map(|s| cx.check(&e.path, &s, &check).map(|v| Spanned::new(v, s.span.clone())))
-            .collect();
-        cx.unique(&e.path, &list);
-        Some(list)
-    }
-
-    /// Report every key of the table that was not asked for.
-    fn finish(&self, cx: &mut Cx<'_>) {
-        for (k, _) in self.table.iter() {
-            if !self.known.contains(&k.get_ref().as_ref()) {
-                cx.push(
-                    Diag::new(k.span(), format!("unknown key `{}`", self.path_of(k.get_ref())))
-                        .with_label("unknown key")
-                        .with_help(format!("expected one of: {}", self.known.join(", "))),
-                );
-            }
-        }
-    }
-}
-
-/// The parse: the source (for line numbers) and the problems found so far.
-struct Cx<'f> {
-    file: &'f SourceFile,
-    diags: Vec<Diag>,
-}
-
 /// What the top level of a contract file gave (each part `None` when missing or bad).
 struct Parts {
     name: Option<Spanned<String>>,
@@ -405,57 +270,25 @@ struct Parts {
     requirements: Vec<Spanned<Requirement>>,
 }
 
+/// The parse: the shared span-aware reading of [`tomlread::Cx`] (the source and the problems found so
+/// far), with the contract's own readers on top.
+struct Cx<'f>(tomlread::Cx<'f>);
+
+impl<'f> Deref for Cx<'f> {
+    type Target = tomlread::Cx<'f>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl DerefMut for Cx<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
 impl Cx<'_> {
-    fn push(&mut self, d: Diag) {
-        self.diags.push(d);
-    }
-
-    fn error(&mut self, span: Span, msg: String) {
-        self.diags.push(Diag::new(span, msg));
-    }
-
-    fn line(&self, span: &Span) -> usize {
-        self.file.line_col(span.start).0
-    }
-
-    fn type_error(&mut self, path: &str, expected: &str, v: &Item<'_>) {
-        self.push(
-            Diag::new(v.span(), format!("`{path}`: expected {expected}, found {}", type_name(v.get_ref())))
-                .with_label("wrong type"),
-        );
-    }
-
-    /// Run `check` on a string value; on error, report its message after the key path.
-    fn check<T>(
-        &mut self,
-        path: &str,
-        s: &Spanned<String>,
-        check: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Option<T> {
-        match check(&s.value) {
-            Ok(v) => Some(v),
-            Err(msg) => {
-                self.error(s.span.clone(), format!("`{path}`: {msg}"));
-                None
-            }
-        }
-    }
-
-    fn checked<T>(&mut self, e: &Entry<'_, '_>, check: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
-        let s = self.string(e)?;
-        self.check(&e.path, &s, check)
-    }
-
-    fn string(&mut self, e: &Entry<'_, '_>) -> Option<Spanned<String>> {
-        match e.value.get_ref() {
-            DeValue::String(s) => Some(Spanned::new(s.to_string(), e.span())),
-            _ => {
-                self.type_error(&e.path, "a string", e.value);
-                None
-            }
-        }
-    }
-
     /// A string that is not blank.
     fn text(&mut self, e: &Entry<'_, '_>) -> Option<String> {
         self.checked(e, |s| {
@@ -467,78 +300,10 @@ impl Cx<'_> {
         })
     }
 
-    fn boolean(&mut self, e: &Entry<'_, '_>) -> Option<Spanned<bool>> {
-        match e.value.get_ref() {
-            DeValue::Boolean(b) => Some(Spanned::new(*b, e.span())),
-            _ => {
-                self.type_error(&e.path, "a boolean", e.value);
-                None
-            }
-        }
-    }
-
-    /// An integer value in `min..=max`.
-    fn int_in(&mut self, path: &str, span: Span, i: &DeInteger<'_>, min: i128, max: i128) -> Option<i128> {
-        match i128::from_str_radix(i.as_str(), i.radix()) {
-            Ok(n) if (min..=max).contains(&n) => Some(n),
-            _ => {
-                self.error(span, format!("`{path}`: {i} is out of range ({min} to {max})"));
-                None
-            }
-        }
-    }
-
-    /// An integer entry in `min..=max`.
-    fn int(&mut self, e: &Entry<'_, '_>, min: i128, max: i128) -> Option<i128> {
-        match e.value.get_ref() {
-            DeValue::Integer(i) => self.int_in(&e.path, e.span(), i, min, max),
-            _ => {
-                self.type_error(&e.path, "an integer", e.value);
-                None
-            }
-        }
-    }
-
-    fn u32(&mut self, e: &Entry<'_, '_>) -> Option<u32> {
+    /// A user or group id: an integer entry in `0..=u32::MAX`. Unlike [`tomlread::Cx::u32`], another type
+    /// is reported as not "an integer".
+    fn id_number(&mut self, e: &Entry<'_, '_>) -> Option<u32> {
         self.int(e, 0, u32::MAX.into()).and_then(|n| u32::try_from(n).ok())
-    }
-
-    /// The elements of an array, each as an entry `path[i]`.
-    fn array<'t, 'i>(&mut self, e: &Entry<'t, 'i>, expected: &str) -> Option<Vec<Entry<'t, 'i>>> {
-        match e.value.get_ref() {
-            DeValue::Array(a) => Some(
-                a.iter()
-                    .enumerate()
-                    .map(|(i, v)| Entry { path: format!("{}[{i}]", e.path), key_span: v.span(), value: v })
-                    .collect(),
-            ),
-            _ => {
-                self.type_error(&e.path, expected, e.value);
-                None
-            }
-        }
-    }
-
-    /// An array of strings; `None` if it is not an array (elements of another type are reported and left
-    /// out).
-    fn strings(&mut self, e: &Entry<'_, '_>) -> Option<Vec<Spanned<String>>> {
-        let items = self.array(e, "an array of strings")?;
-        Some(items.iter().filter_map(|item| self.string(item)).collect())
-    }
-
-    /// An array of tables (`[[key]]` or `key = [{...}]`), each as [`Fields`] named `key[i]`.
-    fn tables<'t, 'i>(&mut self, e: &Entry<'t, 'i>) -> Vec<Fields<'t, 'i>> {
-        let items = self.array(e, "an array of tables").unwrap_or_default();
-        items
-            .iter()
-            .filter_map(|item| match item.value.get_ref() {
-                DeValue::Table(t) => Some(Fields::new(item.path.clone(), item.span(), t)),
-                _ => {
-                    self.type_error(&item.path, "a table", item.value);
-                    None
-                }
-            })
-            .collect()
     }
 
     /// One of `all` (name, value) by its name; an unknown name is reported with the accepted ones.
@@ -553,32 +318,6 @@ impl Cx<'_> {
             );
         }
         found
-    }
-
-    /// Report the second of two conflicting items.
-    fn conflict(&mut self, second: Span, msg: String, first: &Span, first_what: &str) {
-        let line = self.line(first);
-        self.push(
-            Diag::new(second, msg).with_label("conflict").with_help(format!("{first_what} on line {line}")),
-        );
-    }
-
-    /// Values of a list that must be unique; reports repeats.
-    fn unique(&mut self, path: &str, items: &[Spanned<String>]) {
-        let mut seen: HashMap<&str, Span> = HashMap::new();
-        for item in items {
-            if let Some(first) = seen.get(item.value.as_str()) {
-                let first = first.clone();
-                self.conflict(
-                    item.span.clone(),
-                    format!("`{path}`: `{}` is listed twice", item.value),
-                    &first,
-                    "first",
-                );
-            } else {
-                seen.insert(&item.value, item.span.clone());
-            }
-        }
     }
 
     /// Exactly one of several alternative keys: reports none or several. `None` when not exactly one.
@@ -993,7 +732,7 @@ impl Cx<'_> {
 
     fn user(&mut self, f: &mut Fields<'_, '_>) -> Option<Check> {
         let name = f.required_checked(self, "name", account);
-        let uid = f.get("uid").and_then(|e| self.u32(&e));
+        let uid = f.get("uid").and_then(|e| self.id_number(&e));
         let home = f.checked(self, "home", absolute_path);
         let shell = f.checked(self, "shell", absolute_path);
         let groups = f.checked_list(self, "groups", account).unwrap_or_default();
@@ -1008,7 +747,7 @@ impl Cx<'_> {
 
     fn group(&mut self, f: &mut Fields<'_, '_>) -> Option<Check> {
         let name = f.required_checked(self, "name", account);
-        let gid = f.get("gid").and_then(|e| self.u32(&e));
+        let gid = f.get("gid").and_then(|e| self.id_number(&e));
         let members = f.checked_list(self, "members", account).unwrap_or_default();
         Some(Check::Group { name: name?, gid, members: members.into_iter().map(|m| m.value).collect() })
     }
@@ -1108,7 +847,7 @@ impl Cx<'_> {
                     ports.push(Spanned::new(p, s.span));
                 }
             }
-            self.unique(&e.path, &ports);
+            self.unique_strings(&e.path, &ports);
         }
         let user_e = f.get("user");
         let user = user_e.as_ref().and_then(|e| self.checked(e, syntax::user_spec));
