@@ -273,10 +273,31 @@ async fn authorize_scope(
     Ok(record)
 }
 
-/// A body streamed into a blocking reader (blob uploads here and in the registry).
-pub(crate) struct ChannelReader {
-    pub(crate) rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
-    pub(crate) current: Bytes,
+/// Stream `body` into `f`, which reads it on a blocking thread (blob uploads here and in the registry); what
+/// `f` returned, or why its thread failed. A body that breaks off is an error (`ConnectionAborted`) to `f`'s
+/// reads; when `f` stops reading, the rest of the body is not read.
+pub(crate) async fn stream_into<T: Send + 'static>(
+    body: Body,
+    f: impl FnOnce(&mut dyn std::io::Read) -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let worker = tokio::task::spawn_blocking(move || f(&mut ChannelReader { rx, current: Bytes::new() }));
+    let mut frames = body.into_data_stream();
+    while let Some(frame) = frames.next().await {
+        let item = frame.map_err(|e| std::io::Error::new(std::io::ErrorKind::ConnectionAborted, e));
+        let failed = item.is_err();
+        if tx.send(item).await.is_err() || failed {
+            break;
+        }
+    }
+    drop(tx);
+    worker.await
+}
+
+/// The blocking side of [`stream_into`]: the body's frames as a reader.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    current: Bytes,
 }
 
 impl std::io::Read for ChannelReader {
@@ -446,24 +467,11 @@ async fn run(
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok());
-            let (tx, rx) = tokio::sync::mpsc::channel(8);
             let d = digest.clone();
-            let writer = tokio::task::spawn_blocking(move || {
-                let mut reader = ChannelReader { rx, current: Bytes::new() };
-                c.blobs().put(&d, size, &mut reader).map_err(CatalogError::from)
-            });
-            let mut frames = stream.unwrap_or_else(Body::empty).into_data_stream();
-            while let Some(frame) = frames.next().await {
-                let item = frame.map_err(|e| std::io::Error::new(std::io::ErrorKind::ConnectionAborted, e));
-                let failed = item.is_err();
-                if tx.send(item).await.is_err() || failed {
-                    break;
-                }
-            }
-            drop(tx);
-            let stored = match writer.await {
+            let body = stream.unwrap_or_else(Body::empty);
+            let stored = match stream_into(body, move |reader| c.blobs().put(&d, size, reader)).await {
                 Ok(Ok(n)) => n,
-                Ok(Err(e)) => return Err(Problem::from(&e)),
+                Ok(Err(e)) => return Err(Problem::from(&CatalogError::from(e))),
                 Err(e) => return Err(Problem::new(500, "Internal error", e.to_string())),
             };
             json_response(StatusCode::CREATED, &serde_json::json!({ "digest": digest, "size": stored }))

@@ -6,10 +6,9 @@
 use std::{collections::BTreeMap, io::Read, path::PathBuf, sync::Arc};
 
 use axum::{
-    body::{Body, Bytes},
+    body::Body,
     http::{header, request::Parts, HeaderMap, HeaderValue, Request, Response, StatusCode},
 };
-use futures_util::StreamExt as _;
 
 use super::{
     action::{self, Access, Action, Chunk, Headers, Reference, UploadStart},
@@ -403,6 +402,23 @@ fn version_of(
     }
 }
 
+/// 410 for a pull of a retired version, naming why and how to get it anyway.
+fn refused(v: &VersionRecord, Retired { why, state }: Retired) -> RegistryError {
+    let l = &v.lifecycle;
+    RegistryError::new(
+        Code::Denied,
+        format!("{why}; pull it by digest with the header `Kiln-Allow-Retired: true` to get it anyway"),
+    )
+    .with_status(410)
+    .with_detail(serde_json::json!({
+        "family": v.family,
+        "version": v.version.to_string(),
+        "state": state,
+        "end_of_life_on": l.end_of_life_on,
+        "revoked": l.revoked,
+    }))
+}
+
 async fn get_manifest(
     cx: &Cx,
     name: String,
@@ -411,9 +427,11 @@ async fn get_manifest(
     allow_retired: bool,
 ) -> Result<Response<Body>> {
     let today = Day::of(Timestamp::now());
+    let overridden = allow_retired && matches!(reference, Reference::Digest(_));
     let (n, r) = (name.clone(), reference.clone());
-    // The lookups and the manifest's bytes (small: at most MAX_MANIFEST) together.
-    let (m, version, bytes) = lookup(cx, move |c| {
+    // The lookups, the lifecycle's verdict and the manifest's bytes (small: at most MAX_MANIFEST) together;
+    // a refused version's bytes are not read.
+    let (m, extra, bytes) = lookup(cx, move |c| {
         let family = family_of(c, &n)?;
         let digest = match &r {
             Reference::Digest(d) => Some(d.clone()),
@@ -427,7 +445,13 @@ async fn get_manifest(
         };
         let Some(digest) = digest else { return Err(manifest_unknown(&n, r.as_str())) };
         let m = c.meta().registry_manifest(&n, &digest)?.ok_or_else(|| manifest_unknown(&n, r.as_str()))?;
-        let version = family.as_ref().and_then(|f| version_of(f, &r, &digest, today));
+        let extra = match family.as_ref().and_then(|f| version_of(f, &r, &digest, today)) {
+            None => Vec::new(),
+            Some(v) => match verdict(&v, today, overridden) {
+                Verdict::Serve(h) => h,
+                Verdict::Refuse(retired) => return Err(refused(&v, retired)),
+            },
+        };
         let bytes = if head {
             Vec::new()
         } else {
@@ -435,30 +459,9 @@ async fn get_manifest(
             c.blobs().open(&m.digest)?.take(m.size).read_to_end(&mut bytes).map_err(internal)?;
             bytes
         };
-        Ok((m, version, bytes))
+        Ok((m, extra, bytes))
     })
     .await?;
-    let mut extra = Vec::new();
-    if let Some(v) = &version {
-        match verdict(v, today, allow_retired && matches!(reference, Reference::Digest(_))) {
-            Verdict::Serve(h) => extra = h,
-            Verdict::Refuse(Retired { why, state }) => {
-                let l = &v.lifecycle;
-                return Err(RegistryError::new(
-                    Code::Denied,
-                    format!("{why}; pull it by digest with the header `Kiln-Allow-Retired: true` to get it anyway"),
-                )
-                .with_status(410)
-                .with_detail(serde_json::json!({
-                    "family": v.family,
-                    "version": v.version.to_string(),
-                    "state": state,
-                    "end_of_life_on": l.end_of_life_on,
-                    "revoked": l.revoked,
-                })));
-            }
-        }
-    }
     let mut r = Response::new(if head { Body::empty() } else { Body::from(bytes) });
     r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(m.size));
     set(&mut r, "content-type", &m.media_type);
@@ -533,28 +536,14 @@ async fn get_blob(
     Ok(r)
 }
 
-/// Stream `body` into `f`, which reads it on a blocking thread.
+/// Stream `body` into `f`, which reads it on a blocking thread ([`crate::http::stream_into`]).
 async fn stream_into<T: Send + 'static>(
     cx: &Cx,
     body: Body,
     f: impl FnOnce(&crate::Catalog, &mut dyn Read) -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
     let c = Arc::clone(&cx.state.catalog);
-    let worker = tokio::task::spawn_blocking(move || {
-        let mut reader = crate::http::ChannelReader { rx, current: Bytes::new() };
-        f(&c, &mut reader)
-    });
-    let mut frames = body.into_data_stream();
-    while let Some(frame) = frames.next().await {
-        let item = frame.map_err(|e| std::io::Error::new(std::io::ErrorKind::ConnectionAborted, e));
-        let failed = item.is_err();
-        if tx.send(item).await.is_err() || failed {
-            break;
-        }
-    }
-    drop(tx);
-    worker.await.map_err(internal)?
+    crate::http::stream_into(body, move |reader| f(&c, reader)).await.map_err(internal)?
 }
 
 fn location(r: &mut Response<Body>, name: &str, kind: &str, what: &str) {
