@@ -193,16 +193,7 @@ impl Plan {
             parent: None,
             claimed: m.contracts.clone(),
             certified: self.certified(i),
-            artifacts: m
-                .artifacts
-                .iter()
-                .map(|a| ArtifactRecord {
-                    kind: a.kind,
-                    path: a.path.clone(),
-                    digest: a.sha256.clone(),
-                    size: a.size,
-                })
-                .collect(),
+            artifacts: m.artifacts.iter().map(ArtifactRecord::from).collect(),
             files,
             policy: LifecyclePolicy { support_months: None, deprecate_after_days: Some(30) },
             lifecycle: self.lifecycle(i),

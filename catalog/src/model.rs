@@ -247,6 +247,13 @@ pub struct ArtifactRecord {
     pub size: u64,
 }
 
+impl From<&kiln_blueprint::manifest::Artifact> for ArtifactRecord {
+    /// The record of an artifact as the build's `manifest.json` lists it.
+    fn from(a: &kiln_blueprint::manifest::Artifact) -> Self {
+        Self { kind: a.kind, path: a.path.clone(), digest: a.sha256.clone(), size: a.size }
+    }
+}
+
 /// One file of a published bundle (the build output folder as signed): what the catalog stores as a blob.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct FileRecord {

@@ -725,16 +725,7 @@ impl Catalog {
             parent,
             claimed: m.contracts.clone(),
             certified: v.certified.clone(),
-            artifacts: m
-                .artifacts
-                .iter()
-                .map(|a| ArtifactRecord {
-                    kind: a.kind,
-                    path: a.path.clone(),
-                    digest: a.sha256.clone(),
-                    size: a.size,
-                })
-                .collect(),
+            artifacts: m.artifacts.iter().map(ArtifactRecord::from).collect(),
             files,
             policy: policy_of(m),
             lifecycle: Default::default(),
