@@ -121,6 +121,11 @@ fn vars(args: &PipelineArgs) -> Vec<String> {
     args.blueprint.vars.iter().flat_map(|(k, v)| ["--var".to_owned(), format!("{k}={v}")]).collect()
 }
 
+/// The strings of the array `v[key]` (none when it is missing or not an array).
+fn strings<'v>(v: &'v Value, key: &str) -> Vec<&'v str> {
+    v.get(key).and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect()
+}
+
 /// A short human summary of a stage's answer.
 fn summary(stage: &str, v: &Value) -> String {
     let str_of = |p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or("").to_owned();
@@ -128,14 +133,7 @@ fn summary(stage: &str, v: &Value) -> String {
         "plan" => format!("{} {}", str_of("/blueprint/name"), str_of("/blueprint/version")),
         "build" => format!("tree {}", str_of("/tree_digest")),
         "test" => {
-            let certified: Vec<&str> = v
-                .get("certified")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            format!("certified {}", certified.join(", "))
+            format!("certified {}", strings(v, "certified").join(", "))
         }
         "sign" => format!("key {}", str_of("/key")),
         "publish" => format!(
@@ -272,13 +270,7 @@ pub(super) fn announce_publish(
 
 /// What a failed stage said, in a line: its error chain, or what its certification found.
 fn failure_message(error: &Value) -> String {
-    let chain: Vec<&str> = error
-        .get("chain")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+    let chain = strings(error, "chain");
     if !chain.is_empty() {
         return chain.join(": ");
     }
